@@ -1,0 +1,63 @@
+//! Builds the default plugins in `plugins/` for wasm32-wasip2, so that a
+//! fresh checkout gets working components from a plain `cargo build`, and
+//! tells the crate where they are (`POPLAR_PLUGIN_DIR`). The demo embeds
+//! them in the binary.
+//!
+//! The nested cargo uses its own target directory under the workspace's
+//! `target/` (sharing the outer one would deadlock on its lock).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const PLUGINS: &[&str] = &["storage-maildir", "auth-passwd"];
+
+fn main() {
+    // Packagers (or a plugin author iterating) may point at components
+    // built elsewhere instead.
+    println!("cargo:rerun-if-env-changed=POPLAR_PREBUILT_PLUGINS");
+    if let Ok(dir) = std::env::var("POPLAR_PREBUILT_PLUGINS") {
+        println!("cargo:rustc-env=POPLAR_PLUGIN_DIR={dir}");
+        return;
+    }
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest.parent().unwrap().to_path_buf();
+    for dir in ["plugins", "wit"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+    let target_dir = workspace.join("target").join("wasm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for p in PLUGINS {
+        cmd.args(["-p", p]);
+    }
+    // Flags meant for the host build (coverage, sanitizers, clippy's
+    // wrapper) must not leak into the wasm build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cannot run cargo to build the plugins");
+    if !status.success() {
+        panic!(
+            "building the default plugins for wasm32-wasip2 failed; \
+             is the target installed? run: rustup target add wasm32-wasip2"
+        );
+    }
+    let out = target_dir.join("wasm32-wasip2").join("plugin");
+    println!("cargo:rustc-env=POPLAR_PLUGIN_DIR={}", out.display());
+}

@@ -1,0 +1,395 @@
+//! The server's TOML configuration: types, defaults, and validation with
+//! errors that name the key at fault. `examples/poplar.toml` documents every
+//! key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[listener]]` tables.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub pop3: Pop3Config,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    pub auth: PluginConfig,
+    pub storage: PluginConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name used in the greeting's APOP timestamp and in logs.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Most client connections open at once, over all listeners.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: default_hostname(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    "localhost".into()
+}
+fn default_max_connections() -> usize {
+    1000
+}
+
+/// How a listener uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerTls {
+    /// Plain POP3, with STLS offered when `[tls]` is configured (port 110).
+    Starttls,
+    /// TLS from the first byte (RFC 8314; port 995).
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `IP:port`, e.g. `127.0.0.1:110` or `[::1]:995`.
+    pub address: SocketAddr,
+    #[serde(default = "default_listener_tls")]
+    pub tls: ListenerTls,
+}
+
+fn default_listener_tls() -> ListenerTls {
+    ListenerTls::Starttls
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// When USER/PASS and AUTH PLAIN/LOGIN may be used without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaintextAuth {
+    /// Only inside TLS, except for clients on loopback (like Dovecot's
+    /// `disable_plaintext_auth = yes`).
+    TlsOrLoopback,
+    /// Only inside TLS.
+    TlsOnly,
+    /// Always (not recommended).
+    Always,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3Config {
+    /// Put an APOP timestamp in the greeting and accept APOP.
+    #[serde(default = "yes")]
+    pub apop: bool,
+    #[serde(default = "default_plaintext_auth")]
+    pub plaintext_auth: PlaintextAuth,
+    /// Advertised `LOGIN-DELAY` in seconds (RFC 2449), if set.
+    pub login_delay: Option<u32>,
+    /// Advertised `EXPIRE`: `"NEVER"` or a number of days, if set.
+    pub expire: Option<String>,
+    /// Autologout after login; RFC 1939 requires at least 600 seconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Autologout before login.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            apop: true,
+            plaintext_auth: default_plaintext_auth(),
+            login_delay: None,
+            expire: None,
+            idle_timeout_secs: default_idle_timeout(),
+            auth_timeout_secs: default_auth_timeout(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_plaintext_auth() -> PlaintextAuth {
+    PlaintextAuth::TlsOrLoopback
+}
+fn default_idle_timeout() -> u64 {
+    600
+}
+fn default_auth_timeout() -> u64 {
+    60
+}
+
+/// The wasm runtime shared by all plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where compiled plugins are cached (keyed by content hash and engine
+    /// version). Default: `.poplar-cache` beside the config file.
+    pub cache_dir: Option<PathBuf>,
+    /// Most plugin instances alive at once (the pooling allocator's size);
+    /// further calls wait for a free slot.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Idle warm instances kept per plugin for reuse.
+    #[serde(default = "default_idle_instances")]
+    pub idle_instances: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instances: default_max_instances(),
+            idle_instances: default_idle_instances(),
+        }
+    }
+}
+
+fn default_max_instances() -> u32 {
+    64
+}
+fn default_idle_instances() -> usize {
+    8
+}
+
+/// One plugin: `[auth]`, `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    /// Deadline for one call, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Memory cap for one instance, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Host directories the plugin may see.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// The plugin's own settings, handed to it through `host.config`.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_memory_mb() -> u64 {
+    128
+}
+
+/// A host directory preopened into a plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Path under which the plugin sees it, e.g. `/mail`.
+    pub guest: String,
+    /// Whether the plugin may create, change and remove files in it.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it are
+    /// taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parses and validates config text; `base` anchors relative paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+        match &mut self.runtime.cache_dir {
+            Some(dir) => fix(dir),
+            None => self.runtime.cache_dir = Some(base.join(".poplar-cache")),
+        }
+        for plugin in [&mut self.auth, &mut self.storage] {
+            fix(&mut plugin.path);
+            for d in &mut plugin.dirs {
+                fix(&mut d.host);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.listeners.is_empty() {
+            bail!("no [[listener]] configured: add at least one with an `address`");
+        }
+        if self.tls.is_none() {
+            if let Some(l) = self
+                .listeners
+                .iter()
+                .find(|l| l.tls == ListenerTls::Implicit)
+            {
+                bail!(
+                    "listener {}: `tls = \"implicit\"` needs a [tls] section with `cert` and `key`",
+                    l.address
+                );
+            }
+        }
+        if self.pop3.idle_timeout_secs < 600 {
+            bail!(
+                "pop3.idle_timeout_secs = {}: RFC 1939 requires at least 600 seconds",
+                self.pop3.idle_timeout_secs
+            );
+        }
+        if self.pop3.auth_timeout_secs == 0 {
+            bail!("pop3.auth_timeout_secs must be at least 1");
+        }
+        if let Some(e) = &self.pop3.expire {
+            if e != "NEVER" && e.parse::<u32>().is_err() {
+                bail!("pop3.expire = {e:?}: use \"NEVER\" or a number of days");
+            }
+        }
+        if self.server.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        if self.runtime.max_instances < 2 {
+            bail!("runtime.max_instances must be at least 2");
+        }
+        for (name, p) in [("auth", &self.auth), ("storage", &self.storage)] {
+            p.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl PluginConfig {
+    fn validate(&self, name: &str) -> Result<()> {
+        if !self.path.is_file() {
+            bail!(
+                "{name}.path: plugin file {} does not exist",
+                self.path.display()
+            );
+        }
+        if self.timeout_ms == 0 {
+            bail!("{name}.timeout_ms must be at least 1");
+        }
+        if !(1..=4096).contains(&self.memory_mb) {
+            bail!("{name}.memory_mb must be between 1 and 4096");
+        }
+        for d in &self.dirs {
+            if !d.host.is_dir() {
+                bail!(
+                    "{name}.dirs: host directory {} does not exist",
+                    d.host.display()
+                );
+            }
+            if !d.guest.starts_with('/') {
+                bail!("{name}.dirs: guest path {:?} must be absolute", d.guest);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_plugins(extra: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.wasm"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("mail")).unwrap();
+        let text = format!(
+            "{extra}\n[auth]\npath = \"a.wasm\"\n[storage]\npath = \"a.wasm\"\n\
+             dirs = [{{ host = \"mail\", guest = \"/mail\", writable = true }}]\n"
+        );
+        (dir, text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let (dir, text) = with_plugins("[[listener]]\naddress = \"127.0.0.1:1110\"");
+        let c = Config::parse(&text, dir.path()).unwrap();
+        assert_eq!(c.listeners[0].tls, ListenerTls::Starttls);
+        assert_eq!(c.pop3.idle_timeout_secs, 600);
+        assert_eq!(c.pop3.plaintext_auth, PlaintextAuth::TlsOrLoopback);
+        assert_eq!(c.storage.path, dir.path().join("a.wasm"));
+        assert_eq!(c.storage.dirs[0].host, dir.path().join("mail"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[[listener]]\naddress = \"nope\"", "address"),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:1\"\nbogus = 1",
+                "bogus",
+            ),
+            ("", "[[listener]]"),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:1\"\ntls = \"implicit\"",
+                "[tls]",
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:1\"\n[pop3]\nidle_timeout_secs = 60",
+                "idle_timeout_secs",
+            ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:1\"\n[pop3]\nexpire = \"soon\"",
+                "expire",
+            ),
+        ];
+        for (extra, key) in cases {
+            let (dir, text) = with_plugins(extra);
+            let e = format!("{:#}", Config::parse(&text, dir.path()).unwrap_err());
+            assert!(e.contains(key), "{key:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn missing_plugin_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[listener]]\naddress = \"127.0.0.1:1\"\n[auth]\npath = \"gone.wasm\"\n\
+                    [storage]\npath = \"gone.wasm\"\n";
+        let e = format!("{:#}", Config::parse(text, dir.path()).unwrap_err());
+        assert!(e.contains("auth.path") && e.contains("gone.wasm"), "{e}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Poplar: a POP3 server whose authentication, mail storage and message
+//! filtering are WebAssembly components.
+//!
+//! Layout, following the data path:
+//!
+//! - [`config`]: the TOML configuration, validated once with errors that
+//!   name the key at fault.
+//! - [`pop3`]: the protocol, sans I/O: command parser, line framing,
+//!   replies, RETR/TOP encoding and the session state machine.
+//! - [`net`]: listeners, plain/TLS streams, one task per connection that
+//!   feeds bytes to a [`pop3::Session`] and carries out what it asks.
+//! - [`plugin`]: the wasmtime runtime that loads components implementing
+//!   the WIT worlds in `wit/` and lends warm instances to calls.
+//! - [`locks`]: one session per maildrop (`[IN-USE]`).
+//! - [`demo`]: the embedded default setup behind `poplar demo`.
+
+pub mod config;
+pub mod demo;
+pub mod locks;
+pub mod net;
+pub mod plugin;
+pub mod pop3;

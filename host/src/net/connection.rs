@@ -1,0 +1,421 @@
+//! One client connection: moves bytes between the socket and the sans-IO
+//! [`Session`], and carries out the session's requests (plugin calls,
+//! maildrop lock, message streaming, STLS).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::server::Shared;
+use super::stream::Stream;
+use crate::config::PlaintextAuth;
+use crate::locks::MaildropGuard;
+use crate::plugin::auth::{Decision, Login, Peer, Secret, SecretKind, SecretLookup};
+use crate::plugin::storage::{Mailbox, StorageError};
+use crate::pop3::encode::MessageEncoder;
+use crate::pop3::reply::{Code, err_code};
+use crate::pop3::session::{
+    AuthOutcome, AuthRequest, Entry, MaildropError, Phase, SecretOutcome, StorageFailure,
+};
+use crate::pop3::{Action, LineBuffer, Session};
+
+/// Stored octets asked of storage per read call.
+const READ_CHUNK: u32 = 256 * 1024;
+/// Output is written to the socket once this much is pending.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+static CONNECTION_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How a session ended, for the logout line.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Quit,
+    ClientClosed,
+    Timeout,
+    Protocol,
+    Io,
+}
+
+/// The connection's state beside the session itself.
+struct Connection {
+    shared: Arc<Shared>,
+    stream: Stream,
+    peer: SocketAddr,
+    session: Session,
+    input: LineBuffer,
+    output: Vec<u8>,
+    /// Held from login until the connection ends.
+    lock: Option<MaildropGuard>,
+    mailbox: Option<Mailbox>,
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implicit_tls: bool) {
+    let started = Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let stream = if implicit_tls {
+        let Some(acceptor) = shared.tls.clone() else {
+            return;
+        };
+        match tokio::time::timeout(shared.auth_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let plaintext_without_tls = match shared.config.pop3.plaintext_auth {
+        PlaintextAuth::Always => true,
+        PlaintextAuth::TlsOrLoopback => peer.ip().is_loopback(),
+        PlaintextAuth::TlsOnly => false,
+    };
+    let n = CONNECTION_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let timestamp = format!(
+        "<{}.{n}.{nanos}@{}>",
+        std::process::id(),
+        shared.config.server.hostname
+    );
+    let session = Session::new(
+        shared.session_config.clone(),
+        stream.is_tls(),
+        plaintext_without_tls,
+        timestamp,
+    );
+    let mut conn = Connection {
+        shared,
+        stream,
+        peer,
+        session,
+        input: LineBuffer::new(),
+        output: Vec::new(),
+        lock: None,
+        mailbox: None,
+    };
+    let end = conn.run().await;
+    let s = conn.session.stats();
+    tracing::info!(
+        peer = %conn.peer,
+        user = conn.session.principal().unwrap_or("-"),
+        tls = conn.session.tls(),
+        retr = s.retr,
+        retr_bytes = s.retr_bytes,
+        top = s.top,
+        dele = s.dele,
+        deleted_bytes = s.deleted_bytes,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = ?end,
+        "session ended"
+    );
+}
+
+impl Connection {
+    async fn run(&mut self) -> End {
+        self.output.extend_from_slice(&self.session.greeting());
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            // Answer every complete line already received, in order
+            // (pipelining), before writing and reading more.
+            while let Some(line) = self.input.next_line(self.session.max_line()) {
+                let action = self.session.on_line(line);
+                match self.perform(action).await {
+                    Ok(None) => {}
+                    Ok(Some(end)) => {
+                        let _ = self.flush().await;
+                        let _ = self.stream.shutdown().await;
+                        return end;
+                    }
+                    Err(end) => return end,
+                }
+            }
+            if self.flush().await.is_err() {
+                return End::Io;
+            }
+            let timeout = match self.session.phase() {
+                Phase::Authorization => self.shared.auth_timeout,
+                Phase::Transaction => self.shared.idle_timeout,
+            };
+            match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) => return End::ClientClosed,
+                Ok(Ok(n)) => self.input.extend(&buf[..n]),
+                Ok(Err(_)) => return End::Io,
+                Err(_) => {
+                    // RFC 1939 §3: an autologout timer expiring ends the
+                    // session without entering UPDATE.
+                    self.output
+                        .extend_from_slice(b"-ERR Autologout: idle for too long\r\n");
+                    let _ = self.flush().await;
+                    return End::Timeout;
+                }
+            }
+        }
+    }
+
+    /// Carries out one action and the ones it leads to. `Ok(Some(end))`
+    /// closes the connection after flushing; `Err` closes it at once.
+    async fn perform(&mut self, mut action: Action) -> Result<Option<End>, End> {
+        loop {
+            action = match action {
+                Action::Reply(bytes) => {
+                    self.output.extend_from_slice(&bytes);
+                    if self.output.len() >= WRITE_HIGH_WATER {
+                        self.flush().await.map_err(|_| End::Io)?;
+                    }
+                    return Ok(None);
+                }
+                Action::Close(bytes) => {
+                    self.output.extend_from_slice(&bytes);
+                    return Ok(Some(End::Protocol));
+                }
+                Action::Verify(request) => {
+                    let outcome = self.verify(request).await;
+                    self.session.on_auth(outcome)
+                }
+                Action::LookupSecret { user } => {
+                    let outcome = self.lookup_secret(user).await;
+                    self.session.on_secret(outcome)
+                }
+                Action::OpenMaildrop { principal } => {
+                    let result = self.open_maildrop(&principal).await;
+                    self.session.on_maildrop(principal, result)
+                }
+                Action::SendMessage {
+                    head,
+                    key,
+                    stored_size,
+                    encoder,
+                } => {
+                    self.send_message(head, &key, stored_size, encoder).await?;
+                    return Ok(None);
+                }
+                Action::StartTls(bytes) => {
+                    self.output.extend_from_slice(&bytes);
+                    self.flush().await.map_err(|_| End::Io)?;
+                    // RFC 2595 §4: anything pipelined after STLS was sent
+                    // in plaintext and must not be executed inside TLS.
+                    self.input.clear();
+                    let Some(acceptor) = self.shared.tls.clone() else {
+                        return Err(End::Protocol);
+                    };
+                    let handshake = self.stream.start_tls(&acceptor);
+                    match tokio::time::timeout(self.shared.auth_timeout, handshake).await {
+                        Ok(Ok(())) => {
+                            self.session.on_tls_started();
+                            return Ok(None);
+                        }
+                        _ => return Err(End::Io),
+                    }
+                }
+                Action::Commit { principal, keys } => {
+                    let result = self.commit(&principal, &keys).await;
+                    let reply = self.session.on_commit(result);
+                    self.output.extend_from_slice(&reply);
+                    self.lock = None;
+                    return Ok(Some(End::Quit));
+                }
+            };
+        }
+    }
+
+    fn peer_info(&self) -> Peer {
+        Peer {
+            address: self.peer.to_string(),
+            tls: self.stream.is_tls(),
+        }
+    }
+
+    async fn verify(&self, request: AuthRequest) -> AuthOutcome {
+        let login = Login {
+            user: request.user.clone(),
+            mechanism: request.mechanism.to_string(),
+            credential: request.credential,
+            authzid: request.authzid,
+            peer: self.peer_info(),
+        };
+        match self.shared.auth.verify(&login).await {
+            Ok(Decision::Allow(principal)) => {
+                tracing::debug!(peer = %self.peer, user = %request.user, "login allowed");
+                AuthOutcome::Allow { principal }
+            }
+            Ok(Decision::Deny(reason)) => {
+                tracing::info!(peer = %self.peer, user = %request.user.escape_debug(), mechanism = request.mechanism, "login failed: {reason}");
+                AuthOutcome::Deny
+            }
+            Ok(Decision::TempFail(reason)) => {
+                tracing::warn!(peer = %self.peer, user = %request.user.escape_debug(), "auth temporarily failed: {reason}");
+                AuthOutcome::TempFail
+            }
+            Err(_) => AuthOutcome::TempFail,
+        }
+    }
+
+    async fn lookup_secret(&self, user: String) -> SecretOutcome {
+        let peer = self.peer_info();
+        match self
+            .shared
+            .auth
+            .lookup_secret(&user, SecretKind::Plaintext, &peer)
+            .await
+        {
+            Ok(SecretLookup::Found((Secret::Plaintext(secret), principal))) => {
+                SecretOutcome::Found { secret, principal }
+            }
+            Ok(SecretLookup::Found(_)) | Ok(SecretLookup::Unavailable) => {
+                tracing::info!(peer = %self.peer, user = %user.escape_debug(), "APOP failed: no clear-text secret available");
+                SecretOutcome::Unavailable
+            }
+            Ok(SecretLookup::TempFail(reason)) => {
+                tracing::warn!(peer = %self.peer, "auth temporarily failed: {reason}");
+                SecretOutcome::TempFail
+            }
+            Err(_) => SecretOutcome::TempFail,
+        }
+    }
+
+    async fn open_maildrop(&mut self, principal: &str) -> Result<Vec<Entry>, MaildropError> {
+        let guard = self
+            .shared
+            .locks
+            .try_lock(principal)
+            .ok_or(MaildropError::InUse)?;
+        let mailbox = Mailbox {
+            user: principal.to_string(),
+            folder: None,
+        };
+        let entries = match self.shared.storage.list(&mailbox).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!(user = principal, "cannot list mailbox: {e:?}");
+                return Err(match e {
+                    StorageError::Permanent(_) => MaildropError::Permanent,
+                    _ => MaildropError::Temporary,
+                });
+            }
+            Err(_) => return Err(MaildropError::Temporary),
+        };
+        self.lock = Some(guard);
+        self.mailbox = Some(mailbox);
+        Ok(entries
+            .into_iter()
+            .map(|e| Entry {
+                key: e.key,
+                size: e.size,
+                stored_size: e.stored_size,
+                uid: e.uid,
+            })
+            .collect())
+    }
+
+    /// Streams a message for RETR/TOP. The first range is read before the
+    /// `+OK` goes out, so a message that vanished gets a clean `-ERR`. A
+    /// failure after the `+OK` cannot be reported in-band: the connection is
+    /// closed without the terminating `.`, so the client knows the message
+    /// is incomplete.
+    async fn send_message(
+        &mut self,
+        head: Vec<u8>,
+        key: &str,
+        stored_size: u64,
+        mut encoder: MessageEncoder,
+    ) -> Result<(), End> {
+        let Some(mailbox) = self.mailbox.clone() else {
+            return Err(End::Protocol);
+        };
+        let storage = self.shared.storage.clone();
+        let mut offset = 0u64;
+        let mut started = false;
+        loop {
+            let want = READ_CHUNK.min((stored_size.saturating_sub(offset)).max(1) as u32);
+            let chunk = match storage.read(&mailbox, key, offset, want).await {
+                Ok(Ok(chunk)) => chunk,
+                failure => {
+                    tracing::warn!(user = %mailbox.user, key, "cannot read message: {failure:?}");
+                    if started {
+                        return Err(End::Io);
+                    }
+                    let reply = match failure {
+                        Ok(Err(StorageError::NotFound(_))) => {
+                            err_code(Code::SysPerm, "Message was removed by another client")
+                        }
+                        _ => err_code(Code::SysTemp, "Cannot read message, try again later"),
+                    };
+                    self.output.extend_from_slice(&reply);
+                    return Ok(());
+                }
+            };
+            if !started {
+                self.output.extend_from_slice(&head);
+                started = true;
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len() as u64;
+            encoder.encode(&chunk, &mut self.output);
+            if self.output.len() >= WRITE_HIGH_WATER {
+                self.flush().await.map_err(|_| End::Io)?;
+            }
+            if encoder.is_done() || chunk.len() < want as usize && offset >= stored_size {
+                break;
+            }
+        }
+        encoder.finish(&mut self.output);
+        Ok(())
+    }
+
+    async fn commit(&self, principal: &str, keys: &[String]) -> Result<(), StorageFailure> {
+        let Some(mailbox) = &self.mailbox else {
+            return Err(StorageFailure::Temporary);
+        };
+        match self.shared.storage.commit(mailbox, keys).await {
+            Ok(Ok(report)) => {
+                tracing::debug!(
+                    user = principal,
+                    deleted = report.deleted,
+                    missing = report.missing,
+                    "UPDATE done"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(user = principal, "UPDATE failed: {e:?}");
+                Err(match e {
+                    StorageError::Permanent(_) => StorageFailure::Permanent,
+                    _ => StorageFailure::Temporary,
+                })
+            }
+            Err(_) => Err(StorageFailure::Temporary),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.shared.idle_timeout, write).await {
+            Ok(Ok(())) => {
+                self.output.clear();
+                Ok(())
+            }
+            _ => Err(End::Io),
+        }
+    }
+}

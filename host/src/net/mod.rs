@@ -1,0 +1,10 @@
+//! The network side: [`server`] binds listeners and accepts connections,
+//! [`connection`] drives one client's session, [`stream`] is plain-or-TLS
+//! I/O, [`tls`] loads certificates.
+
+pub mod connection;
+pub mod server;
+pub mod stream;
+pub mod tls;
+
+pub use server::Server;

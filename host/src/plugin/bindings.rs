@@ -1,0 +1,40 @@
+//! Rust bindings for the WIT worlds in `wit/`, generated at compile time.
+//! Each world gets its own module; interfaces shared between worlds
+//! (`types`, `host`, `message`) are generated once and reused with `with`.
+
+/// The `auth-plugin` world (also generates `types` and `host`).
+pub mod auth {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "auth-plugin",
+        exports: { default: async },
+    });
+}
+
+/// The `storage-plugin` world (also generates `message`).
+pub mod storage {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "storage-plugin",
+        exports: { default: async },
+        with: {
+            "poplar:plugin/types": super::auth::poplar::plugin::types,
+            "poplar:plugin/host": super::auth::poplar::plugin::host,
+            "poplar:plugin/message.message": crate::plugin::message::HostMessage,
+        },
+    });
+}
+
+/// The `filter-plugin` world.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "filter-plugin",
+        exports: { default: async },
+        with: {
+            "poplar:plugin/types": super::auth::poplar::plugin::types,
+            "poplar:plugin/host": super::auth::poplar::plugin::host,
+            "poplar:plugin/message": super::storage::poplar::plugin::message,
+        },
+    });
+}

@@ -1,0 +1,265 @@
+//! A loaded plugin version and its warm instances.
+//!
+//! Calls are stateless, so any instance can serve any call: a call borrows
+//! an idle instance (or instantiates one from the `InstancePre`), runs with
+//! a deadline and a memory cap, and gives the instance back. An instance
+//! whose call trapped, timed out or hit a limit is dropped, never reused.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings;
+use super::runtime::{Runtime, TICK};
+use super::state::{PluginInfo, PluginState};
+use crate::config::PluginConfig;
+
+/// How long a call waits for a free instance slot before giving up.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a plugin call failed. The client sees `[SYS/TEMP]`; the operator
+/// sees this text in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin} trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin {plugin} exceeded its {timeout_ms} ms deadline")]
+    Timeout { plugin: String, timeout_ms: u64 },
+    #[error("plugin {plugin}: no free instance slot within {}s", SLOT_WAIT.as_secs())]
+    Busy { plugin: String },
+}
+
+/// A WIT world the host can instantiate.
+pub trait World: Sized + Send + 'static {
+    /// The world's name in `wit/`, for error messages.
+    const WIT_NAME: &'static str;
+    type Pre: Send + Sync + 'static;
+    fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()>;
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+}
+
+macro_rules! world {
+    ($ty:ty, $pre:ty, $name:literal) => {
+        impl World for $ty {
+            const WIT_NAME: &'static str = $name;
+            type Pre = $pre;
+            fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+                wasmtime_wasi::p2::add_to_linker_async(linker)?;
+                <$ty>::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+            }
+            fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+                <$pre>::new(pre)
+            }
+            async fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<PluginState>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate_async(store).await
+            }
+        }
+    };
+}
+
+world!(
+    bindings::auth::AuthPlugin,
+    bindings::auth::AuthPluginPre<PluginState>,
+    "auth-plugin"
+);
+world!(
+    bindings::storage::StoragePlugin,
+    bindings::storage::StoragePluginPre<PluginState>,
+    "storage-plugin"
+);
+world!(
+    bindings::filter::FilterPlugin,
+    bindings::filter::FilterPluginPre<PluginState>,
+    "filter-plugin"
+);
+
+/// Call counters of one plugin version.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub instantiations: AtomicU64,
+}
+
+/// A warm instance, lent to one call at a time.
+pub struct Lent<W> {
+    pub store: Store<PluginState>,
+    pub world: W,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One loaded version of a plugin.
+pub struct Plugin<W: World> {
+    info: Arc<PluginInfo>,
+    runtime: Arc<Runtime>,
+    pre: W::Pre,
+    idle: Mutex<Vec<Lent<W>>>,
+    pub stats: PluginStats,
+}
+
+impl<W: World> Plugin<W> {
+    /// Compiles (or loads from cache) and links the component, and
+    /// instantiates it once to check that it works.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        config: &PluginConfig,
+    ) -> Result<Arc<Self>> {
+        let info = Arc::new(PluginInfo::new(name, config.clone()));
+        let component = runtime
+            .compile(&config.path)
+            .with_context(|| format!("plugin {name}"))?;
+        let mut linker = Linker::new(&runtime.engine);
+        W::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "plugin {name} ({}) needs an import the host does not provide \
+                 (is it built for the `{}` world of wit/plugin.wit?): {e}",
+                config.path.display(),
+                W::WIT_NAME
+            )
+        })?;
+        let pre = W::pre(pre).map_err(|e| {
+            anyhow::anyhow!(
+                "plugin {name} ({}) does not implement the world {}: {e}",
+                config.path.display(),
+                W::WIT_NAME
+            )
+        })?;
+        let plugin = Arc::new(Plugin {
+            info,
+            runtime: runtime.clone(),
+            pre,
+            idle: Mutex::new(Vec::new()),
+            stats: PluginStats::default(),
+        });
+        let first = plugin
+            .lend()
+            .await
+            .map_err(|e| anyhow::anyhow!("plugin {name} failed to start: {e}"))?;
+        plugin.give_back(first);
+        Ok(plugin)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// Takes an idle instance, or makes a new one.
+    pub async fn lend(&self) -> Result<Lent<W>, PluginError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut lent = match idle {
+            Some(l) => l,
+            None => self.instantiate().await?,
+        };
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let ticks = self
+            .info
+            .config
+            .timeout_ms
+            .div_ceil(TICK.as_millis() as u64);
+        lent.store.data_mut().ticks_left = ticks.max(1);
+        lent.store.set_epoch_deadline(1);
+        Ok(lent)
+    }
+
+    async fn instantiate(&self) -> Result<Lent<W>, PluginError> {
+        let slot = tokio::time::timeout(SLOT_WAIT, self.runtime.instances.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .ok_or_else(|| PluginError::Busy {
+                plugin: self.info.name.clone(),
+            })?;
+        let state = PluginState::new(self.info.clone()).map_err(|e| self.trap(e.to_string()))?;
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.ticks_left == 0 {
+                return Err(Trap::Interrupt.into());
+            }
+            s.ticks_left -= 1;
+            // Let other tasks run on this thread between ticks.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().ticks_left = self
+            .info
+            .config
+            .timeout_ms
+            .div_ceil(TICK.as_millis() as u64);
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let world = W::instantiate(&self.pre, &mut store)
+            .await
+            .map_err(|e| self.failure(&store, e))?;
+        Ok(Lent {
+            store,
+            world,
+            _slot: slot,
+        })
+    }
+
+    fn give_back(&self, lent: Lent<W>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.runtime.idle_per_plugin {
+            idle.push(lent);
+        }
+    }
+
+    /// Ends a call: a healthy instance goes back to the idle list, a failed
+    /// one is dropped and the failure logged and counted.
+    pub fn settle<T>(&self, lent: Lent<W>, result: wasmtime::Result<T>) -> Result<T, PluginError> {
+        match result {
+            Ok(v) => {
+                self.give_back(lent);
+                Ok(v)
+            }
+            Err(e) => Err(self.failure(&lent.store, e)),
+        }
+    }
+
+    fn failure(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
+        let name = self.info.name.clone();
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            let err = PluginError::Timeout {
+                plugin: name,
+                timeout_ms: self.info.config.timeout_ms,
+            };
+            tracing::error!("{err}");
+            return err;
+        }
+        let guest = store.data().stderr.tail();
+        let message = if guest.is_empty() {
+            format!("{e:#}")
+        } else {
+            format!("{e:#}; guest said: {guest}")
+        };
+        self.trap(message)
+    }
+
+    fn trap(&self, message: String) -> PluginError {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        let err = PluginError::Trap {
+            plugin: self.info.name.clone(),
+            message,
+        };
+        tracing::error!("{err}");
+        err
+    }
+}

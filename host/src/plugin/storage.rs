@@ -1,0 +1,83 @@
+//! The `storage` capability: typed calls into a storage plugin.
+
+use wasmtime::component::Resource;
+
+pub use super::bindings::auth::poplar::plugin::types::Mailbox;
+use super::bindings::storage::StoragePlugin as StorageWorld;
+pub use super::bindings::storage::exports::poplar::plugin::storage::{
+    CommitReport, Entry, StorageError,
+};
+use super::message::HostMessage;
+use super::pool::{Plugin, PluginError};
+
+/// A loaded storage plugin.
+pub type StoragePlugin = Plugin<StorageWorld>;
+
+impl Plugin<StorageWorld> {
+    /// Lists a mailbox.
+    pub async fn list(
+        &self,
+        mbox: &Mailbox,
+    ) -> Result<Result<Vec<Entry>, StorageError>, PluginError> {
+        let mut lent = self.lend().await?;
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_list_messages(&mut lent.store, mbox)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Reads a range of a stored message.
+    pub async fn read(
+        &self,
+        mbox: &Mailbox,
+        key: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Result<Vec<u8>, StorageError>, PluginError> {
+        let mut lent = self.lend().await?;
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_read(&mut lent.store, mbox, key, offset, len)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Removes messages (the POP3 UPDATE state).
+    pub async fn commit(
+        &self,
+        mbox: &Mailbox,
+        keys: &[String],
+    ) -> Result<Result<CommitReport, StorageError>, PluginError> {
+        let mut lent = self.lend().await?;
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_commit(&mut lent.store, mbox, keys)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Stores a new message.
+    pub async fn deliver(
+        &self,
+        mbox: &Mailbox,
+        msg: &HostMessage,
+    ) -> Result<Result<String, StorageError>, PluginError> {
+        let mut lent = self.lend().await?;
+        let handle = match lent.store.data_mut().table.push(msg.clone()) {
+            Ok(h) => h,
+            Err(e) => return self.settle(lent, Err(e.into())),
+        };
+        let borrowed = Resource::<HostMessage>::new_borrow(handle.rep());
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_deliver(&mut lent.store, mbox, borrowed)
+            .await;
+        let _ = lent.store.data_mut().table.delete(handle);
+        self.settle(lent, r)
+    }
+}

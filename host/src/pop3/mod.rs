@@ -1,0 +1,12 @@
+//! The POP3 protocol, sans I/O: command parsing ([`command`]), line framing
+//! ([`line`]), reply formatting ([`reply`]), message encoding for RETR/TOP
+//! ([`encode`]) and the session state machine ([`session`]).
+
+pub mod command;
+pub mod encode;
+pub mod line;
+pub mod reply;
+pub mod session;
+
+pub use line::{Line, LineBuffer};
+pub use session::{Action, Session, SessionConfig};

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `poplar` binary, started on free loopback
+//! ports with the real wasm plugins built from `plugins/`, driven over TCP
+//! by raw protocol bytes and by real POP3 clients.
+
+mod harness;
+mod protocol;
