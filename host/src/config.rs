@@ -261,17 +261,16 @@ impl Config {
         if self.listeners.is_empty() {
             bail!("no [[listener]] configured: add at least one with an `address`");
         }
-        if self.tls.is_none() {
-            if let Some(l) = self
+        if self.tls.is_none()
+            && let Some(l) = self
                 .listeners
                 .iter()
                 .find(|l| l.tls == ListenerTls::Implicit)
-            {
-                bail!(
-                    "listener {}: `tls = \"implicit\"` needs a [tls] section with `cert` and `key`",
-                    l.address
-                );
-            }
+        {
+            bail!(
+                "listener {}: `tls = \"implicit\"` needs a [tls] section with `cert` and `key`",
+                l.address
+            );
         }
         if self.pop3.idle_timeout_secs < 600 {
             bail!(
@@ -282,10 +281,11 @@ impl Config {
         if self.pop3.auth_timeout_secs == 0 {
             bail!("pop3.auth_timeout_secs must be at least 1");
         }
-        if let Some(e) = &self.pop3.expire {
-            if e != "NEVER" && e.parse::<u32>().is_err() {
-                bail!("pop3.expire = {e:?}: use \"NEVER\" or a number of days");
-            }
+        if let Some(e) = &self.pop3.expire
+            && e != "NEVER"
+            && e.parse::<u32>().is_err()
+        {
+            bail!("pop3.expire = {e:?}: use \"NEVER\" or a number of days");
         }
         if self.server.max_connections == 0 {
             bail!("server.max_connections must be at least 1");

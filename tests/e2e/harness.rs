@@ -177,6 +177,18 @@ root = "/mail"
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until the server's log contains `needle`, and
+    /// returns the log line that does.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("log never contained {needle:?}:\n{}", self.log());
+    }
+
     /// Stops the server and hands back its folder (for a restart).
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
@@ -398,7 +410,10 @@ impl Client {
     }
 }
 
-fn tls_wrap<S: Read + Write + Send + 'static>(sock: S, cert: &Path) -> impl Read + Write + Send {
+fn tls_wrap<S: Read + Write + Send + 'static>(
+    sock: S,
+    cert: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, S> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {

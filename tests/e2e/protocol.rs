@@ -128,6 +128,19 @@ fn full_transaction_transcript() {
     assert_eq!(c.cmd("NOOP"), "+OK Still here\r\n");
     assert_eq!(c.cmd("QUIT"), "+OK Poplar signing off\r\n");
     assert_eq!(c.rest(), "", "connection closed after QUIT");
+    // One summary line per session at logout.
+    let line = s.wait_for_log("session ended");
+    for field in [
+        "user=alice",
+        "tls=false",
+        "retr=3",
+        "top=4",
+        "dele=0",
+        "end=Quit",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+    assert!(line.contains(&format!("retr_bytes={total}")), "{line}");
     assert_eq!(
         maildir_files(&s.maildir("alice")).len(),
         3,
@@ -605,6 +618,7 @@ fn storage_failure_gives_sys_temp_and_server_keeps_serving() {
     c.ok("USER frank");
     let r = c.cmd("PASS frank-pw");
     assert!(r.starts_with("-ERR [SYS/"), "{r}");
+    s.wait_for_log("cannot list mailbox");
     // Still in AUTHORIZATION, and other users are served.
     c.ok("USER alice");
     assert!(c.cmd("PASS alice-pw").starts_with("+OK Logged in"));

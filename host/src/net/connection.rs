@@ -110,7 +110,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
     let s = conn.session.stats();
     tracing::info!(
         peer = %conn.peer,
-        user = conn.session.principal().unwrap_or("-"),
+        user = %conn.session.principal().unwrap_or("-"),
         tls = conn.session.tls(),
         retr = s.retr,
         retr_bytes = s.retr_bytes,
@@ -177,10 +177,8 @@ impl Connection {
                     }
                     return Ok(None);
                 }
-                Action::Close(bytes) => {
-                    self.output.extend_from_slice(&bytes);
-                    return Ok(Some(End::Protocol));
-                }
+                Action::Quit(bytes) => return Ok(Some(self.finish(bytes, End::Quit))),
+                Action::Close(bytes) => return Ok(Some(self.finish(bytes, End::Protocol))),
                 Action::Verify(request) => {
                     let outcome = self.verify(request).await;
                     self.session.on_auth(outcome)
@@ -223,12 +221,18 @@ impl Connection {
                 Action::Commit { principal, keys } => {
                     let result = self.commit(&principal, &keys).await;
                     let reply = self.session.on_commit(result);
-                    self.output.extend_from_slice(&reply);
-                    self.lock = None;
-                    return Ok(Some(End::Quit));
+                    return Ok(Some(self.finish(reply, End::Quit)));
                 }
             };
         }
+    }
+
+    /// Queues the last reply. The maildrop is released before the client
+    /// can read it, so its next login does not find the maildrop in use.
+    fn finish(&mut self, bytes: Vec<u8>, end: End) -> End {
+        self.lock = None;
+        self.output.extend_from_slice(&bytes);
+        end
     }
 
     fn peer_info(&self) -> Peer {

@@ -72,10 +72,10 @@ impl Runtime {
                 })
                 .context("cannot start the epoch ticker thread")?;
         }
-        if let Some(dir) = &config.cache_dir {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                tracing::warn!(dir = %dir.display(), "compiled-plugin cache disabled: {e}");
-            }
+        if let Some(dir) = &config.cache_dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), "compiled-plugin cache disabled: {e}");
         }
         Ok(Arc::new(Runtime {
             engine,
@@ -99,24 +99,24 @@ impl Runtime {
             .cache_dir
             .as_ref()
             .map(|d| d.join(format!("{digest}-{:016x}.cwasm", h.finish())));
-        if let Some(file) = &cached {
-            if file.is_file() {
-                // SAFETY: the cache directory is written only by this
-                // program, with output of `Component::serialize` for the same
-                // engine configuration (the file name carries its hash).
-                match unsafe { Component::deserialize_file(&self.engine, file) } {
-                    Ok(c) => return Ok(c),
-                    Err(e) => tracing::warn!(file = %file.display(), "ignoring cached plugin: {e}"),
-                }
+        if let Some(file) = &cached
+            && file.is_file()
+        {
+            // SAFETY: the cache directory is written only by this program,
+            // with output of `Component::serialize` for the same engine
+            // configuration (the file name carries its hash).
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(file = %file.display(), "ignoring cached plugin: {e}"),
             }
         }
         let component = Component::new(&self.engine, &bytes)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .with_context(|| format!("cannot compile {}", path.display()))?;
-        if let Some(file) = &cached {
-            if let Err(e) = write_atomically(file, &component.serialize()?) {
-                tracing::warn!(file = %file.display(), "cannot cache compiled plugin: {e}");
-            }
+        if let Some(file) = &cached
+            && let Err(e) = write_atomically(file, &component.serialize()?)
+        {
+            tracing::warn!(file = %file.display(), "cannot cache compiled plugin: {e}");
         }
         Ok(component)
     }

@@ -81,7 +81,7 @@ const MAX_NAME_ARG: usize = 255;
 /// Parses one command line, without its line ending.
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     // RFC 1939 commands are printable ASCII; PASS may carry spaces.
-    if line.iter().any(|&b| b < 0x20 || b > 0x7e) {
+    if line.iter().any(|b| !(0x20..=0x7e).contains(b)) {
         return Err(ParseError::BadByte);
     }
     // Checked above: every byte is printable ASCII.

@@ -47,32 +47,30 @@ impl LineBuffer {
     /// Takes the next line if one is complete. `max` is the longest line
     /// accepted, counting its CRLF (RFC 2449 §4: 255 octets for commands).
     pub fn next_line(&mut self, max: usize) -> Option<Line> {
-        loop {
-            match self.buf.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                    if self.discarding {
-                        self.discarding = false;
-                        return Some(Line::TooLong);
-                    }
-                    if line.len() > max {
-                        return Some(Line::TooLong);
-                    }
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                if self.discarding {
+                    self.discarding = false;
+                    return Some(Line::TooLong);
+                }
+                if line.len() > max {
+                    return Some(Line::TooLong);
+                }
+                line.pop();
+                if line.last() == Some(&b'\r') {
                     line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    return Some(Line::Complete(line));
                 }
-                None => {
-                    if self.buf.len() > max || (self.discarding && !self.buf.is_empty()) {
-                        // Keep nothing of an over-long line; remember to
-                        // report it when its end arrives.
-                        self.buf.clear();
-                        self.discarding = true;
-                    }
-                    return None;
+                Some(Line::Complete(line))
+            }
+            None => {
+                if self.buf.len() > max || (self.discarding && !self.buf.is_empty()) {
+                    // Keep nothing of an over-long line; remember to report
+                    // it when its end arrives.
+                    self.buf.clear();
+                    self.discarding = true;
                 }
+                None
             }
         }
     }

@@ -126,7 +126,10 @@ pub enum Action {
         principal: String,
         keys: Vec<String>,
     },
-    /// Send the bytes and close the connection.
+    /// Send the bytes and close the connection: the client said QUIT and
+    /// there is nothing to commit.
+    Quit(Vec<u8>),
+    /// Send the bytes and close the connection: the session cannot go on.
     Close(Vec<u8>),
 }
 
@@ -349,7 +352,7 @@ impl Session {
                     .map(|(e, _)| e.key.clone())
                     .collect();
                 if keys.is_empty() {
-                    Action::Close(ok("Poplar signing off"))
+                    Action::Quit(ok("Poplar signing off"))
                 } else {
                     Action::Commit {
                         principal: drop.principal,
@@ -357,7 +360,7 @@ impl Session {
                     }
                 }
             }
-            _ => Action::Close(ok("Poplar signing off")),
+            _ => Action::Quit(ok("Poplar signing off")),
         }
     }
 
@@ -726,7 +729,7 @@ mod tests {
 
     fn reply(a: Action) -> String {
         match a {
-            Action::Reply(b) | Action::Close(b) | Action::StartTls(b) => {
+            Action::Reply(b) | Action::Close(b) | Action::Quit(b) | Action::StartTls(b) => {
                 String::from_utf8(b).unwrap()
             }
             other => panic!("expected a reply, got {other:?}"),
