@@ -66,56 +66,10 @@ impl TestServer {
 
     /// Starts a server over an existing folder (for restarts).
     pub fn start_in(dir: tempfile::TempDir, opts: Options) -> TestServer {
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("mail")).unwrap();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        if !root.join("etc/passwd").exists() {
-            std::fs::write(root.join("etc/passwd"), PASSWD).unwrap();
-        }
-        if !root.join("cert.pem").exists() {
-            poplar::net::tls::ensure_self_signed(&root.join("cert.pem"), &root.join("key.pem"))
-                .unwrap();
-        }
-        let config = format!(
-            r#"
-[[listener]]
-address = "127.0.0.1:0"
-tls = "starttls"
-[[listener]]
-address = "127.0.0.1:0"
-tls = "implicit"
-[tls]
-cert = "cert.pem"
-key = "key.pem"
-[pop3]
-plaintext_auth = "{plaintext}"
-auth_timeout_secs = {auth_timeout}
-{extra_pop3}
-[runtime]
-cache_dir = "{cache}"
-[auth]
-path = "{plugins}/auth_passwd.wasm"
-dirs = [{{ host = "etc", guest = "/etc/poplar" }}]
-[auth.config]
-file = "/etc/poplar/passwd"
-[storage]
-path = "{plugins}/storage_maildir.wasm"
-dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
-[storage.config]
-root = "/mail"
-{storage_config}
-"#,
-            plaintext = opts.plaintext_auth,
-            auth_timeout = opts.auth_timeout_secs,
-            extra_pop3 = opts.extra_pop3,
-            storage_config = opts.storage_config,
-            plugins = PLUGIN_DIR,
-            cache = shared_cache_dir().display(),
-        );
-        std::fs::write(root.join("poplar.toml"), config).unwrap();
+        let config = prepare(dir.path(), &opts);
         let mut child = Command::new(POPLAR)
             .args(["serve", "--config"])
-            .arg(root.join("poplar.toml"))
+            .arg(&config)
             .env("POPLAR_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -237,6 +191,58 @@ root = "/mail"
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Writes the passwd-file, certificate and `poplar.toml` of a test server
+/// into `root` (keeping what exists) and returns the config file's path.
+pub fn prepare(root: &Path, opts: &Options) -> PathBuf {
+    std::fs::create_dir_all(root.join("mail")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    if !root.join("etc/passwd").exists() {
+        std::fs::write(root.join("etc/passwd"), PASSWD).unwrap();
+    }
+    if !root.join("cert.pem").exists() {
+        poplar::net::tls::ensure_self_signed(&root.join("cert.pem"), &root.join("key.pem"))
+            .unwrap();
+    }
+    let config = format!(
+        r#"
+[[listener]]
+address = "127.0.0.1:0"
+tls = "starttls"
+[[listener]]
+address = "127.0.0.1:0"
+tls = "implicit"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[pop3]
+plaintext_auth = "{plaintext}"
+auth_timeout_secs = {auth_timeout}
+{extra_pop3}
+[runtime]
+cache_dir = "{cache}"
+[auth]
+path = "{plugins}/auth_passwd.wasm"
+dirs = [{{ host = "etc", guest = "/etc/poplar" }}]
+[auth.config]
+file = "/etc/poplar/passwd"
+[storage]
+path = "{plugins}/storage_maildir.wasm"
+dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
+[storage.config]
+root = "/mail"
+{storage_config}
+"#,
+        plaintext = opts.plaintext_auth,
+        auth_timeout = opts.auth_timeout_secs,
+        extra_pop3 = opts.extra_pop3,
+        storage_config = opts.storage_config,
+        plugins = PLUGIN_DIR,
+        cache = shared_cache_dir().display(),
+    );
+    std::fs::write(root.join("poplar.toml"), config).unwrap();
+    root.join("poplar.toml")
 }
 
 impl Drop for TestServer {

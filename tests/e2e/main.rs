@@ -2,5 +2,6 @@
 //! ports with the real wasm plugins built from `plugins/`, driven over TCP
 //! by raw protocol bytes and by real POP3 clients.
 
+mod cli;
 mod harness;
 mod protocol;

@@ -648,3 +648,28 @@ fn pre_login_autologout() {
     assert_eq!(c.line(), "-ERR Autologout: idle for too long\r\n");
     assert_eq!(c.rest(), "");
 }
+
+#[test]
+fn dovecot_uidl_mode_matches_dovecot_uidlist() {
+    let s = alice_server_with(Options {
+        storage_config: "uidl = \"dovecot\"".into(),
+        ..Options::default()
+    });
+    // As Dovecot leaves it: UIDVALIDITY 1234567890 (0x499602d2); message 3
+    // was migrated from another server and keeps its old UIDL (P field).
+    std::fs::write(
+        s.maildir("alice").join("dovecot-uidlist"),
+        "3 V1234567890 N4 G3085f01b7f11094c501100008c4a11c1\n\
+         1 :1700000001.M1P1.test\n\
+         2 W200 :1700000002.M2P2.test\n\
+         3 Pold-server-uidl-77 :1700000003.M3P3.test\n",
+    )
+    .unwrap();
+    let mut c = s.login("alice", "alice-pw");
+    c.ok("UIDL");
+    assert_eq!(
+        String::from_utf8(c.multiline_raw()).unwrap(),
+        "1 00000001499602d2\r\n2 00000002499602d2\r\n3 old-server-uidl-77\r\n.\r\n"
+    );
+    c.ok("QUIT");
+}

@@ -40,6 +40,11 @@ pub trait World: Sized + Send + 'static {
     /// The world's name in `wit/`, for error messages.
     const WIT_NAME: &'static str;
     type Pre: Send + Sync + 'static;
+    /// Calls the world's `validate` export.
+    fn validate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send;
     fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()>;
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(
@@ -49,10 +54,16 @@ pub trait World: Sized + Send + 'static {
 }
 
 macro_rules! world {
-    ($ty:ty, $pre:ty, $name:literal) => {
+    ($ty:ty, $pre:ty, $name:literal, $iface:ident) => {
         impl World for $ty {
             const WIT_NAME: &'static str = $name;
             type Pre = $pre;
+            async fn validate(
+                &self,
+                store: &mut Store<PluginState>,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.$iface().call_validate(store).await
+            }
             fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
                 wasmtime_wasi::p2::add_to_linker_async(linker)?;
                 <$ty>::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
@@ -73,17 +84,20 @@ macro_rules! world {
 world!(
     bindings::auth::AuthPlugin,
     bindings::auth::AuthPluginPre<PluginState>,
-    "auth-plugin"
+    "auth-plugin",
+    poplar_plugin_auth
 );
 world!(
     bindings::storage::StoragePlugin,
     bindings::storage::StoragePluginPre<PluginState>,
-    "storage-plugin"
+    "storage-plugin",
+    poplar_plugin_storage
 );
 world!(
     bindings::filter::FilterPlugin,
     bindings::filter::FilterPluginPre<PluginState>,
-    "filter-plugin"
+    "filter-plugin",
+    poplar_plugin_filter
 );
 
 /// Call counters of one plugin version.
@@ -140,19 +154,26 @@ impl<W: World> Plugin<W> {
                 W::WIT_NAME
             )
         })?;
-        let plugin = Arc::new(Plugin {
+        let plugin: Arc<Self> = Arc::new(Plugin {
             info,
             runtime: runtime.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
         });
-        let first = plugin
+        let mut first = plugin
             .lend()
             .await
             .map_err(|e| anyhow::anyhow!("plugin {name} failed to start: {e}"))?;
-        plugin.give_back(first);
-        Ok(plugin)
+        let verdict = first.world.validate(&mut first.store).await;
+        match plugin.settle(first, verdict) {
+            Ok(Ok(())) => Ok(plugin),
+            Ok(Err(problem)) => Err(anyhow::anyhow!(
+                "plugin {name} ({}) refused its configuration: {problem}",
+                config.path.display()
+            )),
+            Err(e) => Err(anyhow::anyhow!("plugin {name} failed to start: {e}")),
+        }
     }
 
     pub fn name(&self) -> &str {

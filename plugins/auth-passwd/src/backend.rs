@@ -200,6 +200,11 @@ impl Backend {
         }
     }
 
+    /// Checks that the passwd-file can be read (done at startup).
+    pub fn check(&mut self, config: &Config, log: Log<'_>) -> Result<(), String> {
+        self.entry(config, "", log).map(|_| ())
+    }
+
     /// The user's passwd-file line; `Err` if the file cannot be read.
     fn entry(
         &mut self,

@@ -67,6 +67,10 @@ fn with_backend<T>(f: impl FnOnce(&mut Backend, &Config) -> T) -> Result<T, Stri
 struct Plugin;
 
 impl Guest for Plugin {
+    fn validate() -> Result<(), String> {
+        with_backend(|b, config| b.check(config, &mut log))?
+    }
+
     fn verify(attempt: Login) -> Decision {
         let login = backend::Login {
             user: &attempt.user,

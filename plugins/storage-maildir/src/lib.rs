@@ -94,6 +94,22 @@ fn with_maildir<T>(
 }
 
 impl Guest for Plugin {
+    fn validate() -> Result<(), String> {
+        let config =
+            config().map_err(|(Error::Invalid(m) | Error::NotFound(m) | Error::Io(m))| m)?;
+        match std::fs::metadata(&config.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(format!(
+                "mail root {} is not a directory",
+                config.root.display()
+            )),
+            Err(e) => Err(format!(
+                "mail root {} is not accessible: {e} (is it granted in `dirs`?)",
+                config.root.display()
+            )),
+        }
+    }
+
     fn list_messages(mbox: Mailbox) -> Result<Vec<Entry>, StorageError> {
         let entries = with_maildir(&mbox, |md| md.list())?;
         Ok(entries
