@@ -2,6 +2,7 @@
 //! errors that name the key at fault. `examples/poplar.toml` documents every
 //! key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,79 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub auth: PluginConfig,
     pub storage: PluginConfig,
+    /// `[filter.NAME]` tables: the filter plugins.
+    #[serde(default)]
+    pub filter: BTreeMap<String, PluginConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The LMTP listener, if mail is delivered over LMTP.
+    pub lmtp: Option<LmtpConfig>,
+}
+
+/// How delivered mail is filtered and stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// The filters to run, in order.
+    #[serde(default)]
+    pub chain: Vec<ChainEntry>,
+    /// Largest message accepted, in octets (LMTP `SIZE`).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// How often filter files are checked for replacement, in milliseconds
+    /// (0 turns the watcher off; SIGHUP still reloads).
+    #[serde(default = "default_watch_ms")]
+    pub watch_interval_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            chain: Vec::new(),
+            max_message_size: default_max_message_size(),
+            watch_interval_ms: default_watch_ms(),
+        }
+    }
+}
+
+fn default_max_message_size() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_watch_ms() -> u64 {
+    1000
+}
+
+/// One step of the filter chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntry {
+    /// A `[filter.NAME]` table.
+    pub filter: String,
+    /// What happens when the filter traps, times out or fails.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+}
+
+/// What a failing filter means for the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Fail closed: the MTA is told to retry later (LMTP 4xx).
+    #[default]
+    Tempfail,
+    /// Fail open: carry on as if the filter had accepted.
+    Accept,
+}
+
+/// The LMTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmtpConfig {
+    /// TCP addresses, e.g. `["127.0.0.1:24"]`.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// A Unix socket path (created at startup, replacing a stale one).
+    pub unix_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +323,16 @@ impl Config {
             Some(dir) => fix(dir),
             None => self.runtime.cache_dir = Some(base.join(".poplar-cache")),
         }
-        for plugin in [&mut self.auth, &mut self.storage] {
+        if let Some(lmtp) = &mut self.lmtp
+            && let Some(sock) = &mut lmtp.unix_socket
+        {
+            fix(sock);
+        }
+        let filters = self.filter.values_mut();
+        for plugin in [&mut self.auth, &mut self.storage]
+            .into_iter()
+            .chain(filters)
+        {
             fix(&mut plugin.path);
             for d in &mut plugin.dirs {
                 fix(&mut d.host);
@@ -295,6 +378,26 @@ impl Config {
         }
         for (name, p) in [("auth", &self.auth), ("storage", &self.storage)] {
             p.validate(name)?;
+        }
+        for (name, p) in &self.filter {
+            p.validate(&format!("filter.{name}"))?;
+        }
+        for (i, step) in self.delivery.chain.iter().enumerate() {
+            if !self.filter.contains_key(&step.filter) {
+                bail!(
+                    "delivery.chain[{i}]: no [filter.{}] table is configured",
+                    step.filter
+                );
+            }
+        }
+        if self.delivery.max_message_size < 1024 {
+            bail!("delivery.max_message_size must be at least 1024 octets");
+        }
+        if let Some(l) = &self.lmtp
+            && l.listen.is_empty()
+            && l.unix_socket.is_none()
+        {
+            bail!("[lmtp] needs `listen` addresses or a `unix_socket`");
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! - [`demo`]: the embedded default setup behind `poplar demo`.
 
 pub mod config;
+pub mod deliver;
 pub mod demo;
 pub mod locks;
 pub mod net;

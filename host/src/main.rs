@@ -10,8 +10,12 @@ use clap::{Parser, Subcommand};
 use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
-use poplar::plugin::storage::{Mailbox, StorageError};
-use poplar::plugin::{HostMessage, Runtime, StoragePlugin};
+use std::sync::Arc;
+
+use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
+use poplar::deliver::{Deliverer, Outcome};
+use poplar::plugin::filter::TrainablePlugin;
+use poplar::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
 
 #[derive(Parser)]
 #[command(
@@ -60,11 +64,38 @@ enum Cmd {
         /// A folder instead of the inbox, e.g. `Junk`.
         #[arg(long)]
         folder: Option<String>,
+        /// The envelope sender (for filters and Return-Path).
+        #[arg(long, default_value = "")]
+        from: String,
+    },
+    /// Filter plugin tools.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilterCmd {
+    /// Train a trainable filter (e.g. filter-bayes) on labelled mail: every
+    /// file under the directories is one message (Maildirs work).
+    Train {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The filter's name (its `[filter.NAME]` table).
+        #[arg(long)]
+        plugin: String,
+        #[arg(long)]
+        spam: PathBuf,
+        #[arg(long)]
+        ham: PathBuf,
     },
 }
 
 /// sysexits.h codes used by `deliver` and startup failures.
 const EX_DATAERR: u8 = 65;
+const EX_NOUSER: u8 = 67;
+const EX_NOPERM: u8 = 77;
 const EX_SOFTWARE: u8 = 70;
 const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
@@ -120,7 +151,17 @@ fn main() -> ExitCode {
                 config,
                 user,
                 folder,
-            } => deliver(config, user, folder).await,
+                from,
+            } => deliver(config, user, folder, from).await,
+            Cmd::Filter {
+                command:
+                    FilterCmd::Train {
+                        config,
+                        plugin,
+                        spam,
+                        ham,
+                    },
+            } => report(train(config, plugin, spam, ham).await),
         }
     })
 }
@@ -139,10 +180,24 @@ async fn serve(config: PathBuf) -> Result<()> {
     let config = Config::load(&config)?;
     let server = Server::bind(config).await?;
     for (addr, mode) in server.local_addrs() {
-        // Tests and scripts read this line to find the ports.
+        // Tests and scripts read these lines to find the ports.
         println!("listening on {addr} ({})", mode_name(mode));
     }
+    for addr in server.lmtp_addrs() {
+        println!("lmtp listening on {addr}");
+    }
     tracing::info!("Poplar {} ready", env!("CARGO_PKG_VERSION"));
+    let deliverer = server.deliverer();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading filters");
+            deliverer.chain.reload_all().await;
+        }
+    });
     tokio::select! {
         r = server.run() => r,
         _ = shutdown_signal() => {
@@ -192,51 +247,135 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
     }
 }
 
-async fn deliver(config: PathBuf, user: String, folder: Option<String>) -> ExitCode {
+/// Loads the runtime, auth and storage plugins for a CLI command.
+async fn load_core(config: &Config) -> Result<(Arc<Runtime>, Arc<AuthPlugin>, Arc<StoragePlugin>)> {
+    let runtime = Runtime::new(&config.runtime)?;
+    let auth = AuthPlugin::load(&runtime, "auth", &config.auth).await?;
+    let storage = StoragePlugin::load(&runtime, "storage", &config.storage).await?;
+    Ok((runtime, auth, storage))
+}
+
+async fn deliver(config: PathBuf, user: String, folder: Option<String>, from: String) -> ExitCode {
+    let fail = |code: u8, what: &str| {
+        eprintln!("poplar deliver: {what}");
+        ExitCode::from(code)
+    };
     let config = match Config::load(&config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("poplar deliver: {e:#}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(e) => return fail(EX_CONFIG, &format!("{e:#}")),
     };
     let mut message = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut message) {
-        eprintln!("poplar deliver: reading the message: {e}");
-        return ExitCode::from(EX_TEMPFAIL);
+    let limit = config.delivery.max_message_size;
+    if let Err(e) = std::io::stdin().take(limit + 1).read_to_end(&mut message) {
+        return fail(EX_TEMPFAIL, &format!("reading the message: {e}"));
     }
     if message.is_empty() {
-        eprintln!("poplar deliver: the message on standard input is empty");
-        return ExitCode::from(EX_DATAERR);
+        return fail(EX_DATAERR, "the message on standard input is empty");
     }
-    let storage = async {
-        let runtime = Runtime::new(&config.runtime)?;
-        StoragePlugin::load(&runtime, "storage", &config.storage).await
+    if message.len() as u64 > limit {
+        return fail(
+            EX_NOPERM,
+            &format!("message larger than delivery.max_message_size ({limit})"),
+        );
+    }
+    let deliverer = match load_core(&config).await {
+        Ok((runtime, auth, storage)) => Deliverer::new(&config, &runtime, auth, storage).await,
+        Err(e) => Err(e),
     };
-    let storage = match storage.await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("poplar deliver: {e:#}");
-            return ExitCode::from(EX_TEMPFAIL);
-        }
+    let deliverer = match deliverer {
+        Ok(d) => d,
+        Err(e) => return fail(EX_TEMPFAIL, &format!("{e:#}")),
     };
-    let mailbox = Mailbox { user, folder };
-    match storage.deliver(&mailbox, &HostMessage::new(message)).await {
-        Ok(Ok(key)) => {
-            tracing::info!(user = %mailbox.user, key, "delivered");
-            ExitCode::SUCCESS
-        }
-        Ok(Err(StorageError::Permanent(e) | StorageError::NotFound(e))) => {
-            eprintln!("poplar deliver: refused: {e}");
-            ExitCode::from(EX_DATAERR)
-        }
-        Ok(Err(StorageError::Temporary(e))) => {
-            eprintln!("poplar deliver: temporary failure: {e}");
-            ExitCode::from(EX_TEMPFAIL)
-        }
-        Err(e) => {
-            eprintln!("poplar deliver: {e}");
-            ExitCode::from(EX_TEMPFAIL)
+    let principal = match deliverer.resolve(&user).await {
+        RecipientLookup::Found(p) => p,
+        RecipientLookup::Unknown => return fail(EX_NOUSER, &format!("unknown user {user:?}")),
+        RecipientLookup::TempFail => return fail(EX_TEMPFAIL, "cannot look up the user now"),
+    };
+    let tx = Transaction {
+        mail_from: from,
+        recipients: vec![Recipient {
+            address: user,
+            user: principal,
+            folder,
+        }],
+        message,
+    };
+    let outcome = deliverer.deliver(&tx, "").await.remove(0);
+    match outcome {
+        Outcome::Stored { .. } | Outcome::Discarded => ExitCode::SUCCESS,
+        Outcome::Rejected(why) => fail(EX_NOPERM, &format!("rejected: {why}")),
+        Outcome::TempFailed(why) => fail(EX_TEMPFAIL, &format!("temporary failure: {why}")),
+    }
+}
+
+/// Messages under a directory: regular files, dotfiles skipped, sorted.
+fn message_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
         }
     }
+    out.sort();
+    Ok(out)
+}
+
+/// Messages per `train` call.
+const TRAIN_BATCH: usize = 200;
+
+async fn train(config: PathBuf, plugin: String, spam: PathBuf, ham: PathBuf) -> Result<()> {
+    let config = Config::load(&config)?;
+    let Some(filter) = config.filter.get(&plugin) else {
+        anyhow::bail!("no [filter.{plugin}] table in the configuration");
+    };
+    let mut filter = filter.clone();
+    // Training reads a whole corpus in a few calls: allow minutes, not seconds.
+    filter.timeout_ms = filter.timeout_ms.max(600_000);
+    let runtime = Runtime::new(&config.runtime)?;
+    let trainer = TrainablePlugin::load(&runtime, &plugin, &filter).await?;
+    let (spam, ham) = (message_files(&spam)?, message_files(&ham)?);
+    println!(
+        "training {plugin} on {} spam and {} ham messages",
+        spam.len(),
+        ham.len()
+    );
+    let read = |files: &[PathBuf]| -> Result<Vec<HostMessage>> {
+        files
+            .iter()
+            .map(|f| {
+                Ok(HostMessage::new(
+                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+                ))
+            })
+            .collect()
+    };
+    let batches = spam.len().max(ham.len()).div_ceil(TRAIN_BATCH);
+    for b in 0..batches {
+        let part = |files: &[PathBuf]| {
+            let start = (b * TRAIN_BATCH).min(files.len());
+            let end = ((b + 1) * TRAIN_BATCH).min(files.len());
+            read(&files[start..end])
+        };
+        let report = trainer
+            .train(&part(&spam)?, &part(&ham)?)
+            .await?
+            .map_err(|e| anyhow::anyhow!("plugin {plugin} refused to train: {e}"))?;
+        println!(
+            "batch {}/{batches}: learned {} ({})",
+            b + 1,
+            report.learned,
+            report.summary
+        );
+    }
+    Ok(())
 }

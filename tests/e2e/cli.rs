@@ -139,11 +139,14 @@ fn deliver_exit_codes() {
         run("alice", b"Subject: hi\n\nbody\n").status.code(),
         Some(0)
     );
-    // A user name that would escape the mail root: refused (EX_DATAERR),
-    // nothing written outside.
-    let out = run("../evil", b"Subject: hi\n\nbody\n");
-    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    // Unknown users, and a user name that would escape the mail root:
+    // EX_NOUSER, nothing written anywhere.
+    for user in ["nobody", "../evil"] {
+        let out = run(user, b"Subject: hi\n\nbody\n");
+        assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    }
     assert!(!s.dir.path().join("evil").exists());
+    assert!(!s.maildir("nobody").exists());
     // An empty message.
     assert_eq!(run("alice", b"").status.code(), Some(65));
     assert_eq!(crate::harness::maildir_files(&s.maildir("alice")).len(), 1);

@@ -599,14 +599,17 @@ fn delivered_message_is_fetched_byte_exact() {
     let s = TestServer::start();
     let msg = b"From: x@example.org\r\nSubject: via deliver\r\n\r\n.dot\r\nbody\r\n";
     s.deliver("frank", msg);
+    // Delivery prepends the envelope fields, in the message's line style.
+    let mut stored = b"Return-Path: <>\r\nDelivered-To: frank\r\n".to_vec();
+    stored.extend_from_slice(msg);
     let mut c = s.login("frank", "frank-pw");
-    assert_eq!(c.cmd("STAT"), format!("+OK 1 {}\r\n", msg.len()));
+    assert_eq!(c.cmd("STAT"), format!("+OK 1 {}\r\n", stored.len()));
     c.ok("RETR 1");
-    assert_eq!(c.multiline(), msg.to_vec());
+    assert_eq!(c.multiline(), stored);
     c.ok("QUIT");
     let files = maildir_files(&s.maildir("frank"));
     assert_eq!(files.len(), 1);
-    assert!(files[0].starts_with("new/") && files[0].contains(&format!(",S={}", msg.len())));
+    assert!(files[0].starts_with("new/") && files[0].contains(&format!(",S={}", stored.len())));
 }
 
 #[test]

@@ -12,6 +12,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenerTls};
+use crate::deliver::Deliverer;
+use crate::deliver::lmtp::LmtpConfig;
+use crate::deliver::server::LmtpListener;
 use crate::locks::MaildropLocks;
 use crate::plugin::{AuthPlugin, Runtime, StoragePlugin};
 use crate::pop3::SessionConfig;
@@ -27,12 +30,14 @@ pub struct Shared {
     pub auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub runtime: Arc<Runtime>,
+    pub deliverer: Arc<Deliverer>,
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(TcpListener, ListenerTls)>,
+    lmtp: Vec<LmtpListener>,
 }
 
 impl Server {
@@ -46,6 +51,19 @@ impl Server {
         let runtime = Runtime::new(&config.runtime)?;
         let auth = AuthPlugin::load(&runtime, "auth", &config.auth).await?;
         let storage = StoragePlugin::load(&runtime, "storage", &config.storage).await?;
+        let deliverer = Deliverer::new(&config, &runtime, auth.clone(), storage.clone()).await?;
+        let mut lmtp = Vec::new();
+        if let Some(l) = &config.lmtp {
+            for addr in &l.listen {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("lmtp.listen {addr}: cannot bind"))?;
+                lmtp.push(LmtpListener::Tcp(listener));
+            }
+            if let Some(path) = &l.unix_socket {
+                lmtp.push(LmtpListener::bind_unix(path)?);
+            }
+        }
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.address)
@@ -69,11 +87,13 @@ impl Server {
             auth_timeout: Duration::from_secs(config.pop3.auth_timeout_secs),
             idle_timeout: Duration::from_secs(config.pop3.idle_timeout_secs),
             runtime,
+            deliverer,
             config,
         };
         Ok(Server {
             shared: Arc::new(shared),
             listeners,
+            lmtp,
         })
     }
 
@@ -85,10 +105,38 @@ impl Server {
             .collect()
     }
 
+    /// Where LMTP is served (TCP addresses and socket paths).
+    pub fn lmtp_addrs(&self) -> Vec<String> {
+        self.lmtp.iter().map(LmtpListener::describe).collect()
+    }
+
+    /// The delivery path (for reloading filters on SIGHUP).
+    pub fn deliverer(&self) -> Arc<Deliverer> {
+        self.shared.deliverer.clone()
+    }
+
     /// Accepts connections until the process ends.
     pub async fn run(self) -> Result<()> {
         let limit = Arc::new(Semaphore::new(self.shared.config.server.max_connections));
         let mut tasks = tokio::task::JoinSet::new();
+        let lmtp_config = LmtpConfig {
+            hostname: self.shared.config.server.hostname.clone(),
+            max_message_size: self.shared.config.delivery.max_message_size,
+        };
+        for l in self.lmtp {
+            tasks.spawn(l.run(self.shared.deliverer.clone(), lmtp_config.clone()));
+        }
+        let interval = self.shared.config.delivery.watch_interval_ms;
+        if interval > 0 && !self.shared.deliverer.chain.slots().is_empty() {
+            let watcher = self
+                .shared
+                .deliverer
+                .chain
+                .spawn_watcher(Duration::from_millis(interval));
+            tasks.spawn(async move {
+                let _ = watcher.await;
+            });
+        }
         for (listener, mode) in self.listeners {
             let shared = self.shared.clone();
             let limit = limit.clone();

@@ -2,7 +2,7 @@
 
 use super::bindings::auth::AuthPlugin as AuthWorld;
 pub use super::bindings::auth::exports::poplar::plugin::auth::{
-    Decision, Login, Secret, SecretKind, SecretLookup,
+    Decision, Login, Secret, SecretKind, SecretLookup, UserLookup,
 };
 pub use super::bindings::auth::poplar::plugin::types::Peer;
 use super::pool::{Plugin, PluginError};
@@ -18,6 +18,17 @@ impl Plugin<AuthWorld> {
             .world
             .poplar_plugin_auth()
             .call_verify(&mut lent.store, login)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Resolves a delivery recipient's local part to a principal.
+    pub async fn resolve_user(&self, user: &str) -> Result<UserLookup, PluginError> {
+        let mut lent = self.lend().await?;
+        let r = lent
+            .world
+            .poplar_plugin_auth()
+            .call_resolve_user(&mut lent.store, user)
             .await;
         self.settle(lent, r)
     }

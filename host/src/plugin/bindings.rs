@@ -38,3 +38,17 @@ pub mod filter {
         },
     });
 }
+
+/// The `trainable-filter-plugin` world (used by `poplar filter train`).
+pub mod trainable {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "trainable-filter-plugin",
+        exports: { default: async },
+        with: {
+            "poplar:plugin/types": super::auth::poplar::plugin::types,
+            "poplar:plugin/host": super::auth::poplar::plugin::host,
+            "poplar:plugin/message": super::storage::poplar::plugin::message,
+        },
+    });
+}

@@ -13,8 +13,11 @@ use super::state::PluginState;
 pub const MAX_READ: u32 = 1024 * 1024;
 
 /// A message handed to plugins. Cheap to clone: the bytes are shared.
+/// Header fields added at delivery (Return-Path, filter headers) live in a
+/// separate prefix, so adding them never copies the message.
 #[derive(Debug, Clone)]
 pub struct HostMessage {
+    prefix: Arc<[u8]>,
     bytes: Arc<[u8]>,
     headers: Arc<[(String, String)]>,
 }
@@ -24,12 +27,85 @@ impl HostMessage {
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
         let headers = parse_headers(&bytes).into();
-        HostMessage { bytes, headers }
+        HostMessage {
+            prefix: Arc::from(&b""[..]),
+            bytes,
+            headers,
+        }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The same message with `fields` prepended, in order, using the
+    /// message's own line ending style. Fields whose name or value could
+    /// break the header (line breaks, bad name characters) are dropped.
+    pub fn with_headers(&self, fields: &[(String, String)]) -> HostMessage {
+        let eol: &[u8] = if self.uses_crlf() { b"\r\n" } else { b"\n" };
+        let mut prefix = Vec::new();
+        let mut added = Vec::new();
+        for (name, value) in fields {
+            if !valid_field(name, value) {
+                tracing::warn!(name = %name.escape_debug(), "dropping an invalid header field");
+                continue;
+            }
+            prefix.extend_from_slice(name.as_bytes());
+            prefix.extend_from_slice(b": ");
+            prefix.extend_from_slice(value.as_bytes());
+            prefix.extend_from_slice(eol);
+            added.push((name.clone(), value.clone()));
+        }
+        prefix.extend_from_slice(&self.prefix);
+        added.extend(self.headers.iter().cloned());
+        HostMessage {
+            prefix: prefix.into(),
+            bytes: self.bytes.clone(),
+            headers: added.into(),
+        }
     }
+
+    /// Whether the first line ends in CRLF (as over LMTP) or bare LF.
+    pub fn uses_crlf(&self) -> bool {
+        match self.bytes.iter().position(|&b| b == b'\n') {
+            Some(i) => i > 0 && self.bytes[i - 1] == b'\r',
+            None => true,
+        }
+    }
+
+    /// Total size in octets.
+    pub fn size(&self) -> u64 {
+        (self.prefix.len() + self.bytes.len()) as u64
+    }
+
+    /// The parsed header fields (added ones first).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Up to `len` octets from `offset` (capped at [`MAX_READ`]).
+    pub fn read_at(&self, offset: u64, len: u32) -> Vec<u8> {
+        let total = self.prefix.len() + self.bytes.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+        let end = start.saturating_add(len.min(MAX_READ) as usize).min(total);
+        let mut out = Vec::with_capacity(end - start);
+        let p = self.prefix.len();
+        if start < p {
+            out.extend_from_slice(&self.prefix[start..end.min(p)]);
+        }
+        if end > p {
+            out.extend_from_slice(&self.bytes[start.max(p) - p..end - p]);
+        }
+        out
+    }
+}
+
+/// A header field a plugin may add: a printable-ASCII name without `:`,
+/// and a value without line breaks.
+fn valid_field(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 76
+        && name
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+        && value.len() <= 4096
+        && !value.contains(['\r', '\n', '\0'])
 }
 
 /// Parses the header block (up to the first empty line): unfolds
@@ -63,7 +139,7 @@ impl Host for PluginState {}
 
 impl HostMessageApi for PluginState {
     fn size(&mut self, msg: Resource<HostMessage>) -> u64 {
-        self.message(&msg).map_or(0, |m| m.bytes.len() as u64)
+        self.message(&msg).map_or(0, HostMessage::size)
     }
 
     fn headers(&mut self, msg: Resource<HostMessage>) -> Vec<Header> {
@@ -79,16 +155,8 @@ impl HostMessageApi for PluginState {
     }
 
     fn read(&mut self, msg: Resource<HostMessage>, offset: u64, len: u32) -> Vec<u8> {
-        let Some(m) = self.message(&msg) else {
-            return Vec::new();
-        };
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(m.bytes.len());
-        let end = start
-            .saturating_add(len.min(MAX_READ) as usize)
-            .min(m.bytes.len());
-        m.bytes[start..end].to_vec()
+        self.message(&msg)
+            .map_or_else(Vec::new, |m| m.read_at(offset, len))
     }
 
     fn drop(&mut self, msg: Resource<HostMessage>) -> wasmtime::Result<()> {
@@ -106,6 +174,38 @@ impl PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_headers_are_a_prefix_in_the_same_line_style() {
+        let lf = HostMessage::new(&b"Subject: a\n\nbody\n"[..]);
+        let m = lf.with_headers(&[("X-One".into(), "1".into())]);
+        let m = m.with_headers(&[("Return-Path".into(), "<a@b>".into())]);
+        let all = m.read_at(0, 1000);
+        assert_eq!(all, b"Return-Path: <a@b>\nX-One: 1\nSubject: a\n\nbody\n");
+        assert_eq!(m.size(), all.len() as u64);
+        assert_eq!(m.headers()[0].0, "Return-Path");
+        assert_eq!(m.headers()[2].0, "Subject");
+        // Reads across the prefix/body boundary, in small pieces.
+        let mut pieced = Vec::new();
+        let mut off = 0;
+        loop {
+            let part = m.read_at(off, 3);
+            if part.is_empty() {
+                break;
+            }
+            off += part.len() as u64;
+            pieced.extend(part);
+        }
+        assert_eq!(pieced, all);
+        let crlf = HostMessage::new(&b"Subject: a\r\n\r\nbody\r\n"[..]);
+        let m = crlf.with_headers(&[
+            ("X-Ok".into(), "v".into()),
+            ("Bad Name".into(), "v".into()),
+            ("X-Inject".into(), "v\r\nBcc: evil".into()),
+        ]);
+        assert_eq!(m.read_at(0, 12), b"X-Ok: v\r\nSub");
+        assert_eq!(m.headers().len(), 2);
+    }
 
     #[test]
     fn headers_are_unfolded_and_stop_at_blank_line() {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bindings;
+pub mod filter;
 pub mod message;
 pub mod pool;
 pub mod runtime;
@@ -14,6 +15,7 @@ pub mod state;
 pub mod storage;
 
 pub use auth::AuthPlugin;
+pub use filter::FilterPlugin;
 pub use message::HostMessage;
 pub use pool::PluginError;
 pub use runtime::Runtime;

@@ -94,6 +94,12 @@ world!(
     poplar_plugin_storage
 );
 world!(
+    bindings::trainable::TrainableFilterPlugin,
+    bindings::trainable::TrainableFilterPluginPre<PluginState>,
+    "trainable-filter-plugin",
+    poplar_plugin_filter
+);
+world!(
     bindings::filter::FilterPlugin,
     bindings::filter::FilterPluginPre<PluginState>,
     "filter-plugin",
@@ -122,6 +128,8 @@ pub struct Plugin<W: World> {
     runtime: Arc<Runtime>,
     pre: W::Pre,
     idle: Mutex<Vec<Lent<W>>>,
+    /// The first 12 hex digits of the component file's SHA-256.
+    version: String,
     pub stats: PluginStats,
 }
 
@@ -134,9 +142,15 @@ impl<W: World> Plugin<W> {
         config: &PluginConfig,
     ) -> Result<Arc<Self>> {
         let info = Arc::new(PluginInfo::new(name, config.clone()));
-        let component = runtime
-            .compile(&config.path)
-            .with_context(|| format!("plugin {name}"))?;
+        // Compiling takes long for big guests: keep it off the async threads.
+        let (component, digest) = {
+            let runtime = runtime.clone();
+            let path = config.path.clone();
+            tokio::task::spawn_blocking(move || runtime.compile(&path))
+                .await
+                .context("compiler task failed")?
+                .with_context(|| format!("plugin {name}"))?
+        };
         let mut linker = Linker::new(&runtime.engine);
         W::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
@@ -159,6 +173,7 @@ impl<W: World> Plugin<W> {
             runtime: runtime.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
+            version: digest[..12].to_string(),
             stats: PluginStats::default(),
         });
         let mut first = plugin
@@ -178,6 +193,11 @@ impl<W: World> Plugin<W> {
 
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// Which build of the plugin this is (a prefix of the file's SHA-256).
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Takes an idle instance, or makes a new one.

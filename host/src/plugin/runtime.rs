@@ -88,7 +88,8 @@ impl Runtime {
 
     /// Compiles a component file, or loads its compiled form from the cache
     /// (keyed by the file's SHA-256 and the engine's compatibility hash).
-    pub fn compile(&self, path: &Path) -> Result<Component> {
+    /// Returns the component and the file's SHA-256 in hex (its version).
+    pub fn compile(&self, path: &Path) -> Result<(Component, String)> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         check_is_component(&bytes).with_context(|| format!("{}", path.display()))?;
@@ -106,7 +107,7 @@ impl Runtime {
             // with output of `Component::serialize` for the same engine
             // configuration (the file name carries its hash).
             match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, digest)),
                 Err(e) => tracing::warn!(file = %file.display(), "ignoring cached plugin: {e}"),
             }
         }
@@ -118,7 +119,7 @@ impl Runtime {
         {
             tracing::warn!(file = %file.display(), "cannot cache compiled plugin: {e}");
         }
-        Ok(component)
+        Ok((component, digest))
     }
 }
 

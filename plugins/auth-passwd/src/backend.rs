@@ -200,6 +200,21 @@ impl Backend {
         }
     }
 
+    /// Resolves a delivery recipient to its principal: `Ok(None)` for an
+    /// unknown user, `Err` if the file cannot be read.
+    pub fn resolve_user(
+        &mut self,
+        config: &Config,
+        user: &str,
+        log: Log<'_>,
+    ) -> Result<Option<String>, String> {
+        if !valid_user(user) {
+            return Ok(None);
+        }
+        let user = config.normalize(user);
+        Ok(self.entry(config, &user, log)?.map(|e| e.user.clone()))
+    }
+
     /// Checks that the passwd-file can be read (done at startup).
     pub fn check(&mut self, config: &Config, log: Log<'_>) -> Result<(), String> {
         self.entry(config, "", log).map(|_| ())
@@ -298,6 +313,23 @@ frank:abhfCpXqd4GrI
                     logs.push((l, m.to_owned()))
                 })
         }
+    }
+
+    #[test]
+    fn resolve_user_finds_principals_without_secrets() {
+        let mut f = Fixture::new(&[("lowercase_user", "true")]);
+        let mut log = |_: Level, _: &str| {};
+        let mut resolve = |u: &str| f.backend.resolve_user(&f.config, u, &mut log);
+        assert_eq!(resolve("alice"), Ok(Some("alice".into())));
+        assert_eq!(resolve("CAROL"), Ok(Some("carol".into())));
+        assert_eq!(resolve("nobody"), Ok(None));
+        assert_eq!(resolve("a:b"), Ok(None));
+        std::fs::remove_file(f.dir.path().join("passwd")).unwrap();
+        assert!(
+            f.backend
+                .resolve_user(&f.config, "alice", &mut log)
+                .is_err()
+        );
     }
 
     fn allow(p: &str) -> Decision {

@@ -43,7 +43,7 @@ use std::sync::Mutex;
 
 use backend::{Backend, Config, Level};
 use exports::poplar::plugin::auth::{
-    Decision, Guest, Login, Peer, ScramVerifier, Secret, SecretKind, SecretLookup,
+    Decision, Guest, Login, Peer, ScramVerifier, Secret, SecretKind, SecretLookup, UserLookup,
 };
 use poplar::plugin::host;
 
@@ -82,6 +82,14 @@ impl Guest for Plugin {
             Ok(backend::Decision::Allow(principal)) => Decision::Allow(principal),
             Ok(backend::Decision::Deny(why)) => Decision::Deny(why),
             Ok(backend::Decision::TempFail(why)) | Err(why) => Decision::TempFail(why),
+        }
+    }
+
+    fn resolve_user(user: String) -> UserLookup {
+        match with_backend(|b, config| b.resolve_user(config, &user, &mut log)) {
+            Ok(Ok(Some(principal))) => UserLookup::Found(principal),
+            Ok(Ok(None)) => UserLookup::Unknown,
+            Ok(Err(why)) | Err(why) => UserLookup::TempFail(why),
         }
     }
 
