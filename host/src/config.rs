@@ -184,6 +184,11 @@ pub struct Pop3Config {
     pub login_delay: Option<u32>,
     /// Advertised `EXPIRE`: `"NEVER"` or a number of days, if set.
     pub expire: Option<String>,
+    /// Logging in as `user<sep>Folder` opens that folder instead of the
+    /// inbox (like Cyrus's popsubfolders), e.g. `alice+Junk`. Empty turns it
+    /// off.
+    #[serde(default = "default_folder_separator")]
+    pub folder_separator: Option<String>,
     /// Autologout after login; RFC 1939 requires at least 600 seconds.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
@@ -199,12 +204,16 @@ impl Default for Pop3Config {
             plaintext_auth: default_plaintext_auth(),
             login_delay: None,
             expire: None,
+            folder_separator: default_folder_separator(),
             idle_timeout_secs: default_idle_timeout(),
             auth_timeout_secs: default_auth_timeout(),
         }
     }
 }
 
+fn default_folder_separator() -> Option<String> {
+    Some("+".into())
+}
 fn yes() -> bool {
     true
 }

@@ -3,5 +3,6 @@
 //! by raw protocol bytes and by real POP3 clients.
 
 mod cli;
+mod clients;
 mod harness;
 mod protocol;

@@ -51,6 +51,8 @@ struct Connection {
     /// Held from login until the connection ends.
     lock: Option<MaildropGuard>,
     mailbox: Option<Mailbox>,
+    /// The folder named at login (`user+Folder`), if any.
+    folder: Option<String>,
 }
 
 /// Serves one accepted connection to the end.
@@ -105,6 +107,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
         output: Vec::new(),
         lock: None,
         mailbox: None,
+        folder: None,
     };
     let end = conn.run().await;
     let s = conn.session.stats();
@@ -242,7 +245,23 @@ impl Connection {
         }
     }
 
-    async fn verify(&self, request: AuthRequest) -> AuthOutcome {
+    /// Splits `user+Folder` (with the configured separator) into the login
+    /// name and the folder the session will open, remembering the folder.
+    fn take_folder(&mut self, user: String) -> String {
+        self.folder = None;
+        if let Some(sep) = &self.shared.config.pop3.folder_separator
+            && let Some((name, folder)) = user.split_once(sep.as_str())
+            && !name.is_empty()
+            && !folder.is_empty()
+        {
+            self.folder = Some(folder.to_string());
+            return name.to_string();
+        }
+        user
+    }
+
+    async fn verify(&mut self, mut request: AuthRequest) -> AuthOutcome {
+        request.user = self.take_folder(request.user);
         let login = Login {
             user: request.user.clone(),
             mechanism: request.mechanism.to_string(),
@@ -267,7 +286,8 @@ impl Connection {
         }
     }
 
-    async fn lookup_secret(&self, user: String) -> SecretOutcome {
+    async fn lookup_secret(&mut self, user: String) -> SecretOutcome {
+        let user = self.take_folder(user);
         let peer = self.peer_info();
         match self
             .shared
@@ -291,15 +311,19 @@ impl Connection {
     }
 
     async fn open_maildrop(&mut self, principal: &str) -> Result<Vec<Entry>, MaildropError> {
+        let mailbox = Mailbox {
+            user: principal.to_string(),
+            folder: self.folder.clone(),
+        };
+        let lock_key = match &mailbox.folder {
+            Some(f) => format!("{principal}/{f}"),
+            None => principal.to_string(),
+        };
         let guard = self
             .shared
             .locks
-            .try_lock(principal)
+            .try_lock(&lock_key)
             .ok_or(MaildropError::InUse)?;
-        let mailbox = Mailbox {
-            user: principal.to_string(),
-            folder: None,
-        };
         let entries = match self.shared.storage.list(&mailbox).await {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
