@@ -9,7 +9,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["storage-maildir", "auth-passwd"];
+/// The default plugins, and the deliberately broken one the tests use.
+const PLUGINS: &[&str] = &[
+    "storage-maildir",
+    "auth-passwd",
+    "filter-rules",
+    "filter-bayes",
+    "hostile-filter",
+];
 
 fn main() {
     // Packagers (or a plugin author iterating) may point at components
@@ -21,7 +28,7 @@ fn main() {
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.parent().unwrap().to_path_buf();
-    for dir in ["plugins", "wit"] {
+    for dir in ["plugins", "wit", "tests/plugins"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!(

@@ -27,6 +27,7 @@ pub const DEMO_PASSWORD: &str = "demo";
 pub struct DemoPorts {
     pub plain: u16,
     pub tls: u16,
+    pub lmtp: u16,
 }
 
 /// Creates (or refreshes) the demo folder and returns its config file.
@@ -78,6 +79,9 @@ tls = "starttls"
 address = "127.0.0.1:{tls}"
 tls = "implicit"
 
+[lmtp]
+listen = ["127.0.0.1:{lmtp}"]
+
 [tls]
 cert = "cert.pem"
 key = "key.pem"
@@ -99,7 +103,8 @@ dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
 root = "/mail"
 "#,
         plain = ports.plain,
-        tls = ports.tls
+        tls = ports.tls,
+        lmtp = ports.lmtp
     )
 }
 

@@ -11,6 +11,8 @@
 //!   feeds bytes to a [`pop3::Session`] and carries out what it asks.
 //! - [`plugin`]: the wasmtime runtime that loads components implementing
 //!   the WIT worlds in `wit/` and lends warm instances to calls.
+//! - [`deliver`]: mail arriving over LMTP or `poplar deliver`: the filter
+//!   chain, its verdicts, hot reload of filters, storage.
 //! - [`locks`]: one session per maildrop (`[IN-USE]`).
 //! - [`demo`]: the embedded default setup behind `poplar demo`.
 

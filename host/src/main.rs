@@ -47,6 +47,9 @@ enum Cmd {
         /// Port for implicit TLS (POP3S).
         #[arg(long, default_value_t = 1995)]
         tls_port: u16,
+        /// Port for LMTP delivery.
+        #[arg(long, default_value_t = 2424)]
+        lmtp_port: u16,
     },
     /// Validate a configuration file and exit (non-zero on error).
     CheckConfig {
@@ -127,18 +130,17 @@ fn main() -> ExitCode {
                 dir,
                 port,
                 tls_port,
-            } => report(
-                demo(
-                    dir,
-                    DemoPorts {
-                        plain: port,
-                        tls: tls_port,
-                    },
-                )
-                .await,
-            ),
-            Cmd::CheckConfig { config } => match Config::load(&config) {
-                Ok(_) => {
+                lmtp_port,
+            } => {
+                let ports = DemoPorts {
+                    plain: port,
+                    tls: tls_port,
+                    lmtp: lmtp_port,
+                };
+                report(demo(dir, ports).await)
+            }
+            Cmd::CheckConfig { config } => match check_config(&config).await {
+                Ok(()) => {
                     println!("{}: OK", config.display());
                     ExitCode::SUCCESS
                 }
@@ -177,22 +179,22 @@ fn report(r: Result<()>) -> ExitCode {
 }
 
 async fn serve(config: PathBuf) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before anything is announced, so an early SIGHUP reloads
+    // instead of killing the process (the default action).
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let config = Config::load(&config)?;
     let server = Server::bind(config).await?;
-    for (addr, mode) in server.local_addrs() {
-        // Tests and scripts read these lines to find the ports.
-        println!("listening on {addr} ({})", mode_name(mode));
-    }
+    // Tests and scripts read these lines to find the ports.
     for addr in server.lmtp_addrs() {
         println!("lmtp listening on {addr}");
+    }
+    for (addr, mode) in server.local_addrs() {
+        println!("listening on {addr} ({})", mode_name(mode));
     }
     tracing::info!("Poplar {} ready", env!("CARGO_PKG_VERSION"));
     let deliverer = server.deliverer();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading filters");
             deliverer.chain.reload_all().await;
@@ -234,6 +236,9 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
     println!("Poplar demo server");
     println!("  user {DEMO_USER:?}, password {DEMO_PASSWORD:?}");
     println!("  data, config and certificate in {}", dir.display());
+    for addr in server.lmtp_addrs() {
+        println!("lmtp listening on {addr}");
+    }
     for (addr, mode) in server.local_addrs() {
         println!("listening on {addr} ({})", mode_name(mode));
     }
@@ -245,6 +250,18 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
         r = server.run() => r,
         _ = shutdown_signal() => Ok(()),
     }
+}
+
+/// Validates a config file and everything it names: TLS files, and every
+/// plugin (compiled, instantiated, and its own `validate` called).
+async fn check_config(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    if let Some(tls) = &config.tls {
+        poplar::net::tls::acceptor(tls)?;
+    }
+    let (runtime, auth, storage) = load_core(&config).await?;
+    Deliverer::new(&config, &runtime, auth, storage).await?;
+    Ok(())
 }
 
 /// Loads the runtime, auth and storage plugins for a CLI command.

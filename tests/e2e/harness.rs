@@ -30,6 +30,8 @@ pub struct Options {
     pub auth_timeout_secs: u64,
     pub extra_pop3: String,
     pub storage_config: String,
+    /// Appended to the config file: `[lmtp]`, `[delivery]`, `[filter.*]`.
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             auth_timeout_secs: 10,
             extra_pop3: String::new(),
             storage_config: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct TestServer {
     pub plain: SocketAddr,
     /// Implicit TLS.
     pub tls: SocketAddr,
+    /// The LMTP listeners' TCP addresses and socket paths, if configured.
+    pub lmtp: Vec<String>,
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
@@ -90,6 +95,7 @@ impl TestServer {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut plain, mut tls) = (None, None);
+        let mut lmtp = Vec::new();
         while plain.is_none() || tls.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.wait();
@@ -98,8 +104,11 @@ impl TestServer {
                     stderr.lock().unwrap()
                 );
             };
-            // "listening on 127.0.0.1:PORT (mode)"
-            if let Some(rest) = line.strip_prefix("listening on ") {
+            // "lmtp listening on ADDR" come first, then
+            // "listening on 127.0.0.1:PORT (mode)".
+            if let Some(addr) = line.strip_prefix("lmtp listening on ") {
+                lmtp.push(addr.to_string());
+            } else if let Some(rest) = line.strip_prefix("listening on ") {
                 let addr: SocketAddr = rest.split(' ').next().unwrap().parse().unwrap();
                 if rest.contains("implicit") {
                     tls = Some(addr);
@@ -113,9 +122,15 @@ impl TestServer {
             child,
             dir,
             plain: plain.unwrap(),
+            lmtp,
             tls: tls.unwrap(),
             stderr,
         }
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn mail_root(&self) -> PathBuf {
@@ -233,11 +248,13 @@ dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
 [storage.config]
 root = "/mail"
 {storage_config}
+{extra}
 "#,
         plaintext = opts.plaintext_auth,
         auth_timeout = opts.auth_timeout_secs,
         extra_pop3 = opts.extra_pop3,
         storage_config = opts.storage_config,
+        extra = opts.extra,
         plugins = PLUGIN_DIR,
         cache = shared_cache_dir().display(),
     );

@@ -4,5 +4,7 @@
 
 mod cli;
 mod clients;
+mod delivery;
 mod harness;
+mod languages;
 mod protocol;

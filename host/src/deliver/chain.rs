@@ -40,6 +40,8 @@ pub struct FilterSlot {
     config: PluginConfig,
     current: RwLock<Arc<FilterPlugin>>,
     seen: Mutex<Option<Stamp>>,
+    /// One reload at a time (the watcher and SIGHUP may race).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl FilterSlot {
@@ -59,6 +61,7 @@ impl FilterSlot {
     /// Loads the file again and swaps it in if it is a working, different
     /// version. Returns whether a swap happened.
     pub async fn reload(&self, runtime: &Arc<Runtime>) -> bool {
+        let _one_at_a_time = self.reloading.lock().await;
         let stamp = self.stamp();
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         let old = self.current();
@@ -67,8 +70,8 @@ impl FilterSlot {
             Ok(new) => {
                 tracing::info!(
                     filter = %self.name,
-                    old = old.version(),
-                    new = new.version(),
+                    old = %old.version(),
+                    new = %new.version(),
                     "filter reloaded"
                 );
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
@@ -77,7 +80,7 @@ impl FilterSlot {
             Err(e) => {
                 tracing::error!(
                     filter = %self.name,
-                    serving = old.version(),
+                    serving = %old.version(),
                     "new version refused, the old one keeps serving: {e:#}"
                 );
                 false
@@ -111,6 +114,7 @@ impl Chain {
                 config: plugin_config,
                 current: RwLock::new(plugin),
                 seen: Mutex::new(None),
+                reloading: tokio::sync::Mutex::new(()),
             };
             *slot.seen.lock().unwrap_or_else(|e| e.into_inner()) = slot.stamp();
             slots.push(Arc::new(slot));

@@ -20,6 +20,8 @@ pub struct HostMessage {
     prefix: Arc<[u8]>,
     bytes: Arc<[u8]>,
     headers: Arc<[(String, String)]>,
+    /// Offset of the body in `bytes`.
+    body: usize,
 }
 
 impl HostMessage {
@@ -27,10 +29,12 @@ impl HostMessage {
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
         let headers = parse_headers(&bytes).into();
+        let body = body_offset(&bytes);
         HostMessage {
             prefix: Arc::from(&b""[..]),
             bytes,
             headers,
+            body,
         }
     }
 
@@ -58,6 +62,7 @@ impl HostMessage {
             prefix: prefix.into(),
             bytes: self.bytes.clone(),
             headers: added.into(),
+            body: self.body,
         }
     }
 
@@ -67,6 +72,11 @@ impl HostMessage {
             Some(i) => i > 0 && self.bytes[i - 1] == b'\r',
             None => true,
         }
+    }
+
+    /// Offset of the body: just past the empty line ending the header block.
+    pub fn body_offset(&self) -> u64 {
+        (self.prefix.len() + self.body) as u64
     }
 
     /// Total size in octets.
@@ -94,6 +104,19 @@ impl HostMessage {
         }
         out
     }
+}
+
+/// Where the body starts in `bytes`: after the first empty line (LF or
+/// CRLF), or the end when there is none.
+fn body_offset(bytes: &[u8]) -> usize {
+    let mut start = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        start += line.len();
+        if line == b"\n" || line == b"\r\n" {
+            return start;
+        }
+    }
+    bytes.len()
 }
 
 /// A header field a plugin may add: a printable-ASCII name without `:`,
@@ -154,6 +177,10 @@ impl HostMessageApi for PluginState {
         })
     }
 
+    fn body_offset(&mut self, msg: Resource<HostMessage>) -> u64 {
+        self.message(&msg).map_or(0, HostMessage::body_offset)
+    }
+
     fn read(&mut self, msg: Resource<HostMessage>, offset: u64, len: u32) -> Vec<u8> {
         self.message(&msg)
             .map_or_else(Vec::new, |m| m.read_at(offset, len))
@@ -183,6 +210,9 @@ mod tests {
         let all = m.read_at(0, 1000);
         assert_eq!(all, b"Return-Path: <a@b>\nX-One: 1\nSubject: a\n\nbody\n");
         assert_eq!(m.size(), all.len() as u64);
+        assert_eq!(m.body_offset(), all.len() as u64 - 5);
+        assert_eq!(HostMessage::new(&b"A: b\r\n"[..]).body_offset(), 6);
+        assert_eq!(HostMessage::new(&b"\nbody"[..]).body_offset(), 1);
         assert_eq!(m.headers()[0].0, "Return-Path");
         assert_eq!(m.headers()[2].0, "Subject");
         // Reads across the prefix/body boundary, in small pieces.

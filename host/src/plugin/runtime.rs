@@ -107,13 +107,22 @@ impl Runtime {
             // with output of `Component::serialize` for the same engine
             // configuration (the file name carries its hash).
             match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(c) => return Ok((c, digest)),
+                Ok(c) => {
+                    tracing::info!(file = %path.display(), "loaded the compiled plugin from the cache");
+                    return Ok((c, digest));
+                }
                 Err(e) => tracing::warn!(file = %file.display(), "ignoring cached plugin: {e}"),
             }
         }
+        let started = std::time::Instant::now();
         let component = Component::new(&self.engine, &bytes)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .with_context(|| format!("cannot compile {}", path.display()))?;
+        tracing::info!(
+            file = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "compiled plugin"
+        );
         if let Some(file) = &cached
             && let Err(e) = write_atomically(file, &component.serialize()?)
         {

@@ -1,0 +1,62 @@
+//! A filter that misbehaves on request, for testing how the host contains
+//! a broken or hostile plugin. What it does depends on the message's
+//! Subject:
+//!
+//! - `PANIC`: panics (a trap, with a message on stderr).
+//! - `LOOP`: spins forever (the host's deadline must stop it).
+//! - `ALLOC`: allocates without bound (the memory cap must stop it).
+//! - `BADFOLDER`: files the message into `../escape`, a folder name the
+//!   storage must refuse.
+//! - `REJECT`: rejects the message.
+//! - anything else: accepts, adding `X-Hostile: passed`.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "filter-plugin" });
+
+use exports::poplar::plugin::filter::{Action, Envelope, Guest, Header, Verdict};
+use poplar::plugin::message::Message;
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn validate() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn classify(_env: Envelope, msg: &Message) -> Verdict {
+        let subject = msg
+            .headers()
+            .into_iter()
+            .find(|h| h.name.eq_ignore_ascii_case("subject"))
+            .map(|h| h.value)
+            .unwrap_or_default();
+        let action = match subject.trim() {
+            "PANIC" => panic!("hostile filter panicked on purpose"),
+            "LOOP" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "ALLOC" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 * 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "BADFOLDER" => Action::FileInto("../escape".into()),
+            "REJECT" => Action::Reject("hostile filter says no".into()),
+            _ => Action::Accept,
+        };
+        Verdict {
+            action,
+            add_headers: vec![Header {
+                name: "X-Hostile".into(),
+                value: "passed".into(),
+            }],
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Plugin);
