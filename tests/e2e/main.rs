@@ -7,4 +7,5 @@ mod clients;
 mod delivery;
 mod harness;
 mod languages;
+mod postfix;
 mod protocol;

@@ -22,17 +22,16 @@ impl Plugin<FilterWorld> {
         msg: &HostMessage,
     ) -> Result<Verdict, PluginError> {
         let mut lent = self.lend().await?;
-        let handle = match lent.store.data_mut().table.push(msg.clone()) {
+        let (owned, borrowed) = match lent.share(msg) {
             Ok(h) => h,
-            Err(e) => return self.settle(lent, Err(e.into())),
+            Err(e) => return self.settle(lent, Err(e)),
         };
-        let borrowed = Resource::<HostMessage>::new_borrow(handle.rep());
         let r = lent
             .world
             .poplar_plugin_filter()
             .call_classify(&mut lent.store, env, borrowed)
             .await;
-        let _ = lent.store.data_mut().table.delete(handle);
+        lent.unshare(owned);
         self.settle(lent, r)
     }
 }

@@ -28,12 +28,11 @@ impl HostMessage {
     /// Wraps raw message bytes and parses the header block once.
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         let bytes = bytes.into();
-        let headers = parse_headers(&bytes).into();
-        let body = body_offset(&bytes);
+        let (headers, body) = parse_headers(&bytes);
         HostMessage {
             prefix: Arc::from(&b""[..]),
             bytes,
-            headers,
+            headers: headers.into(),
             body,
         }
     }
@@ -106,19 +105,6 @@ impl HostMessage {
     }
 }
 
-/// Where the body starts in `bytes`: after the first empty line (LF or
-/// CRLF), or the end when there is none.
-fn body_offset(bytes: &[u8]) -> usize {
-    let mut start = 0;
-    for line in bytes.split_inclusive(|&b| b == b'\n') {
-        start += line.len();
-        if line == b"\n" || line == b"\r\n" {
-            return start;
-        }
-    }
-    bytes.len()
-}
-
 /// A header field a plugin may add: a printable-ASCII name without `:`,
 /// and a value without line breaks.
 fn valid_field(name: &str, value: &str) -> bool {
@@ -131,31 +117,21 @@ fn valid_field(name: &str, value: &str) -> bool {
         && !value.contains(['\r', '\n', '\0'])
 }
 
-/// Parses the header block (up to the first empty line): unfolds
-/// continuation lines and keeps the fields in order. Lines that are not
-/// fields are skipped.
-pub fn parse_headers(bytes: &[u8]) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for raw in bytes.split(|&b| b == b'\n') {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.is_empty() {
-            break;
-        }
-        let text = String::from_utf8_lossy(line);
-        if line[0] == b' ' || line[0] == b'\t' {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push_str(&text);
-            }
-            continue;
-        }
-        if let Some((name, value)) = text.split_once(':') {
-            let name = name.trim_end();
-            if !name.is_empty() && !name.contains(' ') {
-                fields.push((name.to_string(), value.trim_start().to_string()));
-            }
-        }
+/// Parses the header block once, with `mailparse`: fields in order, with
+/// folding undone and RFC 2047 encoded-words decoded; and the offset where
+/// the body starts (after the empty line; the end if there is none).
+pub fn parse_headers(bytes: &[u8]) -> (Vec<(String, String)>, usize) {
+    match mailparse::parse_headers(bytes) {
+        Ok((fields, body)) => (
+            fields
+                .iter()
+                .map(|h| (h.get_key(), h.get_value()))
+                .collect(),
+            body.min(bytes.len()),
+        ),
+        // Not even a header block: the filters still see the bytes.
+        Err(_) => (Vec::new(), 0),
     }
-    fields
 }
 
 impl Host for PluginState {}
@@ -238,16 +214,16 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_unfolded_and_stop_at_blank_line() {
-        let h =
-            parse_headers(b"Subject: hello\r\n  world\r\nFrom:  a@b\nX-Empty:\n\nNot: a header\n");
-        assert_eq!(
-            h,
-            vec![
-                ("Subject".into(), "hello  world".into()),
-                ("From".into(), "a@b".into()),
-                ("X-Empty".into(), "".into()),
-            ]
-        );
+    fn headers_are_unfolded_decoded_and_stop_at_blank_line() {
+        let text = b"Subject: hello\r\n world\r\nFrom:  a@b\r\n\
+                     X-Word: =?utf-8?q?caf=C3=A9?=\r\nX-Empty:\r\n\r\nNot: a header\r\n";
+        let (h, body) = parse_headers(text);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Subject", "From", "X-Word", "X-Empty"]);
+        assert_eq!(h[0].1, "hello world");
+        assert_eq!(h[1].1, "a@b");
+        assert_eq!(h[2].1, "caf\u{e9}");
+        assert_eq!(h[3].1, "");
+        assert_eq!(&text[body..], b"Not: a header\r\n");
     }
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::component::{HasSelf, InstancePre, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings;
+use super::message::HostMessage;
 use super::runtime::{Runtime, TICK};
 use super::state::{PluginInfo, PluginState};
 use crate::config::PluginConfig;
@@ -120,6 +121,24 @@ pub struct Lent<W> {
     pub store: Store<PluginState>,
     pub world: W,
     _slot: OwnedSemaphorePermit,
+}
+
+impl<W> Lent<W> {
+    /// Lends `msg` to the guest for one call: returns the borrow handle to
+    /// pass, and the owned handle to give to [`Lent::unshare`] afterwards.
+    pub fn share(
+        &mut self,
+        msg: &HostMessage,
+    ) -> wasmtime::Result<(Resource<HostMessage>, Resource<HostMessage>)> {
+        let owned = self.store.data_mut().table.push(msg.clone())?;
+        let borrowed = Resource::new_borrow(owned.rep());
+        Ok((owned, borrowed))
+    }
+
+    /// Takes back a message lent with [`Lent::share`].
+    pub fn unshare(&mut self, owned: Resource<HostMessage>) {
+        let _ = self.store.data_mut().table.delete(owned);
+    }
 }
 
 /// One loaded version of a plugin.

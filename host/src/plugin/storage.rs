@@ -1,7 +1,5 @@
 //! The `storage` capability: typed calls into a storage plugin.
 
-use wasmtime::component::Resource;
-
 pub use super::bindings::auth::poplar::plugin::types::Mailbox;
 use super::bindings::storage::StoragePlugin as StorageWorld;
 pub use super::bindings::storage::exports::poplar::plugin::storage::{
@@ -67,17 +65,16 @@ impl Plugin<StorageWorld> {
         msg: &HostMessage,
     ) -> Result<Result<String, StorageError>, PluginError> {
         let mut lent = self.lend().await?;
-        let handle = match lent.store.data_mut().table.push(msg.clone()) {
+        let (owned, borrowed) = match lent.share(msg) {
             Ok(h) => h,
-            Err(e) => return self.settle(lent, Err(e.into())),
+            Err(e) => return self.settle(lent, Err(e)),
         };
-        let borrowed = Resource::<HostMessage>::new_borrow(handle.rep());
         let r = lent
             .world
             .poplar_plugin_storage()
             .call_deliver(&mut lent.store, mbox, borrowed)
             .await;
-        let _ = lent.store.data_mut().table.delete(handle);
+        lent.unshare(owned);
         self.settle(lent, r)
     }
 }

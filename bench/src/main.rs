@@ -1,0 +1,456 @@
+//! `poplar-bench`: starts a real `poplar serve` on loopback with a generated
+//! corpus and drives one workload against it with many concurrent clients,
+//! then reports throughput, latency, errors and the CPU and memory the
+//! server (and the load generator itself) used.
+//!
+//! ```sh
+//! cargo build --release -p poplar
+//! cargo run --release -p poplar-bench -- --mode retr --concurrency 10
+//! cargo run -p poplar-bench -- --smoke       # CI: every mode, briefly
+//! ```
+
+mod client;
+mod corpus;
+mod report;
+mod server;
+mod setup;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use client::{Target, TlsMode};
+use corpus::{Generator, Kind, Rng, SizeModel};
+use report::Report;
+use setup::{CorpusStats, SetupOptions};
+use workload::{Delivery, Mode, Plan};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "poplar-bench",
+    version,
+    about = "Benchmark a real poplar server on loopback",
+    long_about = "Starts `poplar serve` with generated users, Maildirs and \
+                  configuration in a temporary directory, runs one workload \
+                  with concurrent clients for a bounded time, and reports \
+                  throughput, latency, errors, and the CPU and memory of the \
+                  server and of the benchmark itself."
+)]
+struct Cli {
+    /// The workload.
+    #[arg(long, short, value_enum, default_value = "login")]
+    mode: Mode,
+    /// Concurrent clients (for `idle`: sessions held).
+    #[arg(long, short, default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+    /// Seconds measured.
+    #[arg(long, short, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, short, default_value_t = 2.0)]
+    warmup: f64,
+    /// Users u0, u1, ... (default: the concurrency; POP3 allows one session
+    /// per maildrop, so fewer users than clients gives [IN-USE] errors).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    users: Option<u64>,
+    /// Messages per user in the generated Maildirs (default: 2 for idle,
+    /// 0 for deliver, 20 otherwise).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    messages: Option<u64>,
+    /// How POP3 clients connect.
+    #[arg(long, value_enum, default_value = "none")]
+    tls: TlsMode,
+    /// Let TLS clients resume sessions (default: a full handshake each time).
+    #[arg(long)]
+    tls_resume: bool,
+    /// Delivery filters: 0 none, 1 filter-rules, 2 filter-rules and
+    /// filter-bayes (trained; a second filter-rules if bayes is not built).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    filters: u8,
+    /// Largest generated message, octets (sizes: median ~20 kB, long tail).
+    #[arg(long, default_value_t = 6_000_000)]
+    max_message_size: usize,
+    /// Seed of the generated corpus.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The poplar binary (default: target/release/poplar, else
+    /// target/debug/poplar).
+    #[arg(long)]
+    poplar: Option<PathBuf>,
+    /// Directory with storage_maildir.wasm, auth_passwd.wasm,
+    /// filter_rules.wasm (and optionally filter_bayes.wasm).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// Compiled-plugin cache shared between runs.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// POPLAR_LOG for the server (its log goes to server.log in the
+    /// temporary directory).
+    #[arg(long, default_value = "info")]
+    server_log: String,
+    /// Worker threads of the load generator (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Keep the temporary directory (corpus, config, server.log).
+    #[arg(long)]
+    keep: bool,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// CI mode: every workload for 2 s at concurrency 2 on a tiny corpus;
+    /// fails unless all complete work without errors.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// One run's parameters.
+#[derive(Clone)]
+struct Spec {
+    mode: Mode,
+    tls: TlsMode,
+    concurrency: usize,
+    users: usize,
+    messages: usize,
+    filters: u8,
+    warmup: f64,
+    duration: f64,
+    max_message_size: usize,
+    delivery_pool: usize,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn find_poplar(cli: &Cli) -> Result<PathBuf> {
+    if let Some(p) = &cli.poplar {
+        if !p.is_file() {
+            bail!("--poplar {}: no such file", p.display());
+        }
+        return Ok(p.clone());
+    }
+    let ws = workspace();
+    for profile in ["release", "debug"] {
+        let p = ws.join("target").join(profile).join("poplar");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "no poplar binary in {}/target/{{release,debug}}; build it with \
+         `cargo build --release -p poplar` (or pass --poplar PATH)",
+        ws.display()
+    )
+}
+
+fn find_plugins(cli: &Cli) -> Result<PathBuf> {
+    let dir = cli
+        .plugins
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/wasm/wasm32-wasip2/plugin"));
+    for f in [
+        "storage_maildir.wasm",
+        "auth_passwd.wasm",
+        "filter_rules.wasm",
+    ] {
+        if !dir.join(f).is_file() {
+            bail!(
+                "{} has no {f}; building poplar builds the plugins (or pass --plugins DIR)",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+fn check_seconds(name: &str, v: f64, min: f64, max: f64) -> Result<()> {
+    if !(v.is_finite() && v >= min && v <= max) {
+        bail!("--{name} must be between {min} and {max} seconds, not {v}");
+    }
+    Ok(())
+}
+
+/// Messages LMTP clients pick from at random.
+fn delivery_pool(spec: &Spec, seed: u64) -> (Vec<Delivery>, CorpusStats) {
+    let generator = Generator::new(seed ^ 0xDE11_7E12);
+    let mut rng = Rng::derive(seed, 0xDE11_7E12);
+    let sizes = SizeModel {
+        max: spec.max_message_size,
+    };
+    let mut pool = Vec::with_capacity(spec.delivery_pool);
+    for i in 0..spec.delivery_pool {
+        let target = sizes.sample(&mut rng);
+        let kind = Kind::sample(&mut rng);
+        // The recipient in the header does not matter to the server.
+        let m = generator.message(&mut rng, kind, "user@bench.test", i as u64, target, false);
+        pool.push(Delivery {
+            octets: m.crlf_size(),
+            wire: m.lmtp_wire(),
+            from: m.from,
+        });
+    }
+    let mut sizes: Vec<u64> = pool.iter().map(|d| d.octets).collect();
+    sizes.sort_unstable();
+    let stats = CorpusStats {
+        messages: sizes.len() as u64,
+        total_octets: sizes.iter().sum(),
+        median_octets: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+        max_octets: sizes.last().copied().unwrap_or(0),
+    };
+    (pool, stats)
+}
+
+fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec) -> Result<Report> {
+    let poplar = find_poplar(cli)?;
+    let plugins = find_plugins(cli)?;
+    let cache_dir = cli
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/poplar-bench-cache"));
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    eprintln!(
+        "poplar-bench: preparing {} users x {} messages{}",
+        spec.users,
+        spec.messages,
+        if spec.filters > 0 {
+            format!(", {} filter(s)", spec.filters)
+        } else {
+            String::new()
+        }
+    );
+    let prepared = setup::prepare(&SetupOptions {
+        users: spec.users,
+        messages: spec.messages,
+        filters: spec.filters,
+        sizes: SizeModel {
+            max: spec.max_message_size,
+        },
+        seed: cli.seed,
+        plugins,
+        cache_dir,
+        poplar: poplar.clone(),
+    })?;
+    let (pool, pool_stats) = if spec.mode == Mode::Deliver {
+        let (pool, stats) = delivery_pool(spec, cli.seed);
+        (pool, Some(stats))
+    } else {
+        (Vec::new(), None)
+    };
+    let mut server = server::Server::start(
+        &poplar,
+        &prepared.config,
+        prepared.root().join("server.log"),
+        &cli.server_log,
+    )?;
+    eprintln!(
+        "poplar-bench: {} (pid {}) on {} / {} / lmtp {}; running {} for {:.1}+{:.1} s",
+        poplar.display(),
+        server.pid,
+        server.plain,
+        server.implicit,
+        server.lmtp,
+        spec.mode.name(),
+        spec.warmup,
+        spec.duration
+    );
+    let target = Arc::new(Target {
+        plain: server.plain,
+        implicit: server.implicit,
+        lmtp: server.lmtp,
+        tls: spec.tls,
+        connector: client::tls_connector(&prepared.root().join("cert.pem"), cli.tls_resume)?,
+    });
+    let plan = Plan {
+        mode: spec.mode,
+        concurrency: spec.concurrency,
+        users: spec.users,
+        messages: spec.messages,
+        warmup: Duration::from_secs_f64(spec.warmup),
+        duration: Duration::from_secs_f64(spec.duration),
+        server_pid: server.pid,
+        deliveries: Arc::new(pool),
+        seed: cli.seed,
+    };
+    let outcome = rt.block_on(workload::run(plan, target));
+    // Give the server a moment to write its last log lines.
+    std::thread::sleep(Duration::from_millis(200));
+    server.check_alive()?;
+    let outcome = outcome?;
+    let (log_warnings, log_errors, first_log_errors) = server.log_problems();
+    let ctx = report::Context {
+        mode: spec.mode,
+        tls: spec.tls,
+        concurrency: spec.concurrency,
+        users: spec.users,
+        messages_per_user: spec.messages,
+        filters: prepared.chain.clone(),
+        corpus: prepared.corpus.clone(),
+        delivery_pool: pool_stats,
+        warmup_secs: spec.warmup,
+        server: report::ServerInfo {
+            binary: poplar.display().to_string(),
+            pid: server.pid,
+            log_warnings,
+            log_errors,
+            first_log_errors,
+        },
+        worker_threads: threads,
+    };
+    server.stop();
+    if cli.keep {
+        let kept = prepared.dir.keep();
+        eprintln!("poplar-bench: kept {}", kept.display());
+    }
+    Ok(report::build(ctx, outcome))
+}
+
+fn single(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<ExitCode> {
+    check_seconds("duration", cli.duration, 0.1, 3600.0)?;
+    check_seconds("warmup", cli.warmup, 0.0, 600.0)?;
+    let concurrency = cli.concurrency as usize;
+    let users = cli.users.map_or(concurrency, |u| u as usize);
+    if users < concurrency && cli.mode != Mode::Deliver {
+        eprintln!(
+            "poplar-bench: warning: {users} users for {concurrency} clients: \
+             POP3 allows one session per maildrop, expect [IN-USE] errors"
+        );
+    }
+    let messages = cli.messages.map_or(
+        match cli.mode {
+            Mode::Idle => 2,
+            Mode::Deliver => 0,
+            _ => 20,
+        },
+        |m| m as usize,
+    );
+    let spec = Spec {
+        mode: cli.mode,
+        tls: cli.tls,
+        concurrency,
+        users,
+        messages,
+        filters: cli.filters,
+        warmup: cli.warmup,
+        duration: cli.duration,
+        max_message_size: cli.max_message_size,
+        delivery_pool: 200,
+    };
+    let report = run_one(cli, rt, threads, &spec)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Every workload briefly, with TLS variants spread over them; fails
+/// unless each completes work with no error.
+fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<ExitCode> {
+    let cases: [(Mode, TlsMode, u8); 8] = [
+        (Mode::Login, TlsMode::None, 0),
+        (Mode::Uidl, TlsMode::Stls, 0),
+        (Mode::Retr, TlsMode::Implicit, 0),
+        (Mode::Retr, TlsMode::None, 0),
+        (Mode::Top, TlsMode::Stls, 0),
+        (Mode::Idle, TlsMode::Implicit, 0),
+        (Mode::Deliver, TlsMode::None, 0),
+        (Mode::Deliver, TlsMode::None, 2),
+    ];
+    debug_assert!(Mode::ALL.iter().all(|m| cases.iter().any(|c| c.0 == *m)));
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for (mode, tls, filters) in cases {
+        let spec = Spec {
+            mode,
+            tls,
+            concurrency: 2,
+            users: 2,
+            messages: 3,
+            filters,
+            warmup: 0.5,
+            duration: 2.0,
+            max_message_size: 256 * 1024,
+            delivery_pool: 20,
+        };
+        let name = format!("{} tls={tls:?} filters={filters}", mode.name());
+        match run_one(cli, rt, threads, &spec) {
+            Ok(r) => {
+                let ok = r.errors == 0 && r.completed > 0;
+                eprintln!(
+                    "smoke {name}: {} ({} {}, {} errors)",
+                    if ok { "ok" } else { "FAILED" },
+                    r.completed,
+                    r.unit,
+                    r.errors
+                );
+                if !ok {
+                    eprint!("{}", r.table());
+                    failed.push(name);
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                eprintln!("smoke {name}: FAILED: {e:#}");
+                failed.push(name);
+            }
+        }
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if failed.is_empty() {
+        eprintln!("smoke: all {} cases passed", cases.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("smoke: failed: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    server::raise_fd_limit();
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poplar-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if cli.smoke {
+        smoke(&cli, &rt, threads)
+    } else {
+        single(&cli, &rt, threads)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("poplar-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
