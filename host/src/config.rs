@@ -109,6 +109,10 @@ pub struct ServerConfig {
     /// Most client connections open at once, over all listeners.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// On SIGTERM, how long busy sessions may take to finish before the
+    /// process exits anyway (idle ones are closed at once).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
         ServerConfig {
             hostname: default_hostname(),
             max_connections: default_max_connections(),
+            shutdown_timeout_secs: default_shutdown_timeout(),
         }
     }
 }
@@ -125,6 +130,9 @@ fn default_hostname() -> String {
 }
 fn default_max_connections() -> usize {
     1000
+}
+fn default_shutdown_timeout() -> u64 {
+    30
 }
 
 /// How a listener uses TLS.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
+use poplar::net::notify::{monotonic_usec, notify};
 use std::sync::Arc;
 
 use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
@@ -193,20 +194,21 @@ async fn serve(config: PathBuf) -> Result<()> {
         println!("listening on {addr} ({})", mode_name(mode));
     }
     tracing::info!("Poplar {} ready", env!("CARGO_PKG_VERSION"));
+    notify("READY=1\nSTATUS=Serving POP3");
     let deliverer = server.deliverer();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading filters");
+            notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
             deliverer.chain.reload_all().await;
+            notify("READY=1\nSTATUS=Serving POP3");
         }
     });
-    tokio::select! {
-        r = server.run() => r,
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
-    }
+    let stop = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    };
+    server.run(stop).await
 }
 
 async fn shutdown_signal() {
@@ -246,10 +248,7 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
         "  try: curl -k pop3s://127.0.0.1:{}/ -u {DEMO_USER}:{DEMO_PASSWORD}",
         ports.tls
     );
-    tokio::select! {
-        r = server.run() => r,
-        _ = shutdown_signal() => Ok(()),
-    }
+    server.run(shutdown_signal()).await
 }
 
 /// Validates a config file and everything it names: TLS files, and every

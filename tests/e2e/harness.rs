@@ -32,6 +32,8 @@ pub struct Options {
     pub storage_config: String,
     /// Appended to the config file: `[lmtp]`, `[delivery]`, `[filter.*]`.
     pub extra: String,
+    /// Extra environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             extra_pop3: String::new(),
             storage_config: String::new(),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl TestServer {
             .args(["serve", "--config"])
             .arg(&config)
             .env("POPLAR_LOG", "info")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -126,6 +130,27 @@ impl TestServer {
             tls: tls.unwrap(),
             stderr,
         }
+    }
+
+    /// Sends the server a signal (`"TERM"`, `"HUP"`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to 30 s) for the server to exit on its own.
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not exit:\n{}", self.log());
     }
 
     /// The server's process id (to send it signals).

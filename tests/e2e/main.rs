@@ -9,3 +9,4 @@ mod harness;
 mod languages;
 mod postfix;
 mod protocol;
+mod service;

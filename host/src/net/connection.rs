@@ -36,6 +36,7 @@ enum End {
     Quit,
     ClientClosed,
     Timeout,
+    Shutdown,
     Protocol,
     Io,
 }
@@ -53,6 +54,7 @@ struct Connection {
     mailbox: Option<Mailbox>,
     /// The folder named at login (`user+Folder`), if any.
     folder: Option<String>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Serves one accepted connection to the end.
@@ -99,6 +101,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
         timestamp,
     );
     let mut conn = Connection {
+        shutdown: shared.shutdown.clone(),
         shared,
         stream,
         peer,
@@ -145,6 +148,9 @@ impl Connection {
                     Err(end) => return end,
                 }
             }
+            if *self.shutdown.borrow() {
+                return self.shut_down().await;
+            }
             if self.flush().await.is_err() {
                 return End::Io;
             }
@@ -152,7 +158,16 @@ impl Connection {
                 Phase::Authorization => self.shared.auth_timeout,
                 Phase::Transaction => self.shared.idle_timeout,
             };
-            match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+            let read = tokio::time::timeout(timeout, self.stream.read(&mut buf));
+            let shutdown = self.shutdown.wait_for(|stop| *stop);
+            let got = tokio::select! {
+                r = read => Some(r),
+                _ = shutdown => None,
+            };
+            let Some(got) = got else {
+                return self.shut_down().await;
+            };
+            match got {
                 Ok(Ok(0)) => return End::ClientClosed,
                 Ok(Ok(n)) => self.input.extend(&buf[..n]),
                 Ok(Err(_)) => return End::Io,
@@ -228,6 +243,17 @@ impl Connection {
                 }
             };
         }
+    }
+
+    /// Ends a session the server is stopping: between commands, so nothing
+    /// is half done; marked deletions are not applied (no UPDATE).
+    async fn shut_down(&mut self) -> End {
+        self.lock = None;
+        self.output
+            .extend_from_slice(&err_code(Code::SysTemp, "Server shutting down"));
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        End::Shutdown
     }
 
     /// Queues the last reply. The maildrop is released before the client

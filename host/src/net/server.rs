@@ -31,6 +31,8 @@ pub struct Shared {
     pub idle_timeout: Duration,
     pub runtime: Arc<Runtime>,
     pub deliverer: Arc<Deliverer>,
+    /// Becomes `true` when the server is shutting down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -38,6 +40,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(TcpListener, ListenerTls)>,
     lmtp: Vec<LmtpListener>,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -78,7 +81,9 @@ impl Server {
             login_delay: config.pop3.login_delay,
             expire: config.pop3.expire.clone(),
         };
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         let shared = Shared {
+            shutdown,
             session_config,
             tls,
             auth,
@@ -94,6 +99,7 @@ impl Server {
             shared: Arc::new(shared),
             listeners,
             lmtp,
+            shutdown: shutdown_tx,
         })
     }
 
@@ -115,9 +121,13 @@ impl Server {
         self.shared.deliverer.clone()
     }
 
-    /// Accepts connections until the process ends.
-    pub async fn run(self) -> Result<()> {
-        let limit = Arc::new(Semaphore::new(self.shared.config.server.max_connections));
+    /// Accepts connections until `stop` completes, then shuts down: no new
+    /// connections, idle sessions told `-ERR [SYS/TEMP] Server shutting
+    /// down`, busy ones given `server.shutdown_timeout_secs` to finish their
+    /// command (an UPDATE under way completes; none is started).
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<()> {
+        let max = self.shared.config.server.max_connections;
+        let limit = Arc::new(Semaphore::new(max));
         let mut tasks = tokio::task::JoinSet::new();
         let lmtp_config = LmtpConfig {
             hostname: self.shared.config.server.hostname.clone(),
@@ -142,8 +152,23 @@ impl Server {
             let limit = limit.clone();
             tasks.spawn(accept_loop(shared, listener, mode, limit));
         }
-        while let Some(r) = tasks.join_next().await {
-            r.context("listener task failed")?;
+        tokio::select! {
+            Some(r) = tasks.join_next() => {
+                r.context("listener task failed")?;
+            }
+            _ = stop => {}
+        }
+        tasks.abort_all();
+        super::notify::notify("STOPPING=1\nSTATUS=Shutting down");
+        let _ = self.shutdown.send(true);
+        let grace = Duration::from_secs(self.shared.config.server.shutdown_timeout_secs);
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, limit.acquire_many(all)).await {
+            Ok(_) => tracing::info!("all sessions ended"),
+            Err(_) => tracing::warn!(
+                busy = max - limit.available_permits(),
+                "sessions still busy after the shutdown deadline; exiting"
+            ),
         }
         Ok(())
     }
