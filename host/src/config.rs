@@ -32,6 +32,16 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The LMTP listener, if mail is delivered over LMTP.
     pub lmtp: Option<LmtpConfig>,
+    /// The admin listener (Prometheus metrics), if any.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin HTTP listener: `GET /metrics` (Prometheus), `GET /health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// e.g. `127.0.0.1:9110`. It has no authentication: keep it private.
+    pub listen: SocketAddr,
 }
 
 /// How delivered mail is filtered and stored.

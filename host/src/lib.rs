@@ -14,12 +14,14 @@
 //! - [`deliver`]: mail arriving over LMTP or `poplar deliver`: the filter
 //!   chain, its verdicts, hot reload of filters, storage.
 //! - [`locks`]: one session per maildrop (`[IN-USE]`).
+//! - [`metrics`]: Prometheus counters and the admin listener.
 //! - [`demo`]: the embedded default setup behind `poplar demo`.
 
 pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod locks;
+pub mod metrics;
 pub mod net;
 pub mod plugin;
 pub mod pop3;

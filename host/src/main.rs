@@ -190,6 +190,9 @@ async fn serve(config: PathBuf) -> Result<()> {
     for addr in server.lmtp_addrs() {
         println!("lmtp listening on {addr}");
     }
+    if let Some(addr) = server.admin_addr() {
+        println!("admin listening on {addr}");
+    }
     for (addr, mode) in server.local_addrs() {
         println!("listening on {addr} ({})", mode_name(mode));
     }

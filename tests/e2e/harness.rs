@@ -59,6 +59,8 @@ pub struct TestServer {
     pub tls: SocketAddr,
     /// The LMTP listeners' TCP addresses and socket paths, if configured.
     pub lmtp: Vec<String>,
+    /// The admin (metrics) listener, if configured.
+    pub admin: Option<SocketAddr>,
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
@@ -100,6 +102,7 @@ impl TestServer {
         let mut lines = BufReader::new(stdout).lines();
         let (mut plain, mut tls) = (None, None);
         let mut lmtp = Vec::new();
+        let mut admin = None;
         while plain.is_none() || tls.is_none() {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.wait();
@@ -112,6 +115,8 @@ impl TestServer {
             // "listening on 127.0.0.1:PORT (mode)".
             if let Some(addr) = line.strip_prefix("lmtp listening on ") {
                 lmtp.push(addr.to_string());
+            } else if let Some(addr) = line.strip_prefix("admin listening on ") {
+                admin = Some(addr.parse().unwrap());
             } else if let Some(rest) = line.strip_prefix("listening on ") {
                 let addr: SocketAddr = rest.split(' ').next().unwrap().parse().unwrap();
                 if rest.contains("implicit") {
@@ -127,6 +132,7 @@ impl TestServer {
             dir,
             plain: plain.unwrap(),
             lmtp,
+            admin,
             tls: tls.unwrap(),
             stderr,
         }

@@ -61,3 +61,83 @@ fn sd_notify_ready_reloading_stopping() {
     assert_eq!(recv(), "STOPPING=1\nSTATUS=Shutting down");
     assert!(s.wait_for_exit().success());
 }
+
+/// `GET path` on the admin listener; returns (status line, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[test]
+fn prometheus_metrics_count_sessions_logins_commands_plugins_and_deliveries() {
+    let s = TestServer::start_with(Options {
+        extra: "[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [lmtp]\nlisten = [\"127.0.0.1:0\"]\n"
+            .into(),
+        ..Options::default()
+    });
+    put_message(
+        &s.maildir("alice"),
+        "new",
+        "1700000001.M1P1.t",
+        b"Subject: a\n\nx\n",
+    );
+    let mut c = s.login("alice", "alice-pw");
+    c.ok("STAT");
+    c.ok("RETR 1");
+    c.multiline_raw();
+    c.ok("QUIT");
+    let mut bad = s.connect();
+    bad.ok("USER alice");
+    assert!(bad.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    drop(bad);
+    s.deliver("bob", b"Subject: d\n\nbody\n");
+    s.wait_for_log("user=alice");
+    // The dropped connection's session line may still be on its way.
+    s.wait_for_log("end=ClientClosed");
+
+    let admin = s.admin.expect("the admin listener");
+    let (status, body) = http_get(admin, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for line in [
+        "poplar_sessions_total{outcome=\"quit\"} 1",
+        "poplar_sessions_total{outcome=\"client-closed\"} 1",
+        "poplar_logins_total{result=\"ok\"} 1",
+        "poplar_logins_total{result=\"failed\"} 1",
+        "poplar_commands_total{command=\"RETR\"} 1",
+        "poplar_commands_total{command=\"PASS\"} 2",
+        "poplar_connections_total 2",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line:?} not in:\n{body}");
+    }
+    for prefix in [
+        "poplar_plugin_call_duration_seconds_count{plugin=\"auth\",operation=\"verify\"} ",
+        "poplar_plugin_call_duration_seconds_count{plugin=\"storage\",operation=\"read\"} ",
+        "poplar_plugin_call_duration_seconds_bucket{plugin=\"storage\",operation=\"list-messages\",le=\"+Inf\"} ",
+        "poplar_bytes_sent_total ",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(prefix)),
+            "{prefix:?} not in:\n{body}"
+        );
+    }
+    // `poplar deliver` is a separate process: an LMTP delivery is what the
+    // server counts.
+    let mut lmtp = crate::delivery::lmtp_tcp(&s);
+    lmtp.send_mail("a@b", &["bob@x"], "Subject: m\n\nx");
+    let (_, body) = http_get(admin, "/metrics");
+    assert!(
+        body.contains("poplar_deliveries_total{verdict=\"stored\"} 1\n"),
+        "{body}"
+    );
+    assert_eq!(
+        http_get(admin, "/health"),
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+    assert_eq!(http_get(admin, "/nope").0, "HTTP/1.1 404 Not Found");
+}

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Result;
 
 use crate::config::{Config, FailurePolicy, PluginConfig};
+use crate::metrics::METRICS;
 use crate::plugin::filter::{Action, Envelope};
 use crate::plugin::{FilterPlugin, HostMessage, Runtime};
 
@@ -75,6 +76,7 @@ impl FilterSlot {
                     "filter reloaded"
                 );
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+                METRICS.plugin_reload(&self.name);
                 true
             }
             Err(e) => {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::metrics::METRICS;
 use crate::plugin::auth::UserLookup;
 use crate::plugin::filter::Envelope;
 use crate::plugin::storage::{Mailbox, StorageError};
@@ -134,6 +135,12 @@ impl Deliverer {
                 ChainOutcome::Reject(why) => Outcome::Rejected(why),
                 ChainOutcome::TempFail(why) => Outcome::TempFailed(why),
             };
+            METRICS.delivery(match outcome {
+                Outcome::Stored { .. } => "stored",
+                Outcome::Discarded => "discarded",
+                Outcome::Rejected(_) => "rejected",
+                Outcome::TempFailed(_) => "tempfailed",
+            });
             tracing::info!(
                 from = %tx.mail_from.escape_debug(),
                 to = %rcpt.address.escape_debug(),

@@ -14,6 +14,7 @@ use super::server::Shared;
 use super::stream::Stream;
 use crate::config::PlaintextAuth;
 use crate::locks::MaildropGuard;
+use crate::metrics::METRICS;
 use crate::plugin::auth::{Decision, Login, Peer, Secret, SecretKind, SecretLookup};
 use crate::plugin::storage::{Mailbox, StorageError};
 use crate::pop3::encode::MessageEncoder;
@@ -41,6 +42,20 @@ enum End {
     Io,
 }
 
+impl End {
+    /// The metrics label.
+    fn label(self) -> &'static str {
+        match self {
+            End::Quit => "quit",
+            End::ClientClosed => "client-closed",
+            End::Timeout => "timeout",
+            End::Shutdown => "shutdown",
+            End::Protocol => "protocol-error",
+            End::Io => "io-error",
+        }
+    }
+}
+
 /// The connection's state beside the session itself.
 struct Connection {
     shared: Arc<Shared>,
@@ -60,6 +75,7 @@ struct Connection {
 /// Serves one accepted connection to the end.
 pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implicit_tls: bool) {
     let started = Instant::now();
+    METRICS.connection();
     let _ = tcp.set_nodelay(true);
     let stream = if implicit_tls {
         let Some(acceptor) = shared.tls.clone() else {
@@ -113,6 +129,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
         folder: None,
     };
     let end = conn.run().await;
+    METRICS.session(end.label());
     let s = conn.session.stats();
     tracing::info!(
         peer = %conn.peer,
@@ -138,6 +155,9 @@ impl Connection {
             // (pipelining), before writing and reading more.
             while let Some(line) = self.input.next_line(self.session.max_line()) {
                 let action = self.session.on_line(line);
+                if let Some(name) = self.session.take_last_command() {
+                    METRICS.command(name);
+                }
                 match self.perform(action).await {
                     Ok(None) => {}
                     Ok(Some(end)) => {
@@ -297,18 +317,24 @@ impl Connection {
         };
         match self.shared.auth.verify(&login).await {
             Ok(Decision::Allow(principal)) => {
+                METRICS.login("ok");
                 tracing::debug!(peer = %self.peer, user = %request.user, "login allowed");
                 AuthOutcome::Allow { principal }
             }
             Ok(Decision::Deny(reason)) => {
+                METRICS.login("failed");
                 tracing::info!(peer = %self.peer, user = %request.user.escape_debug(), mechanism = request.mechanism, "login failed: {reason}");
                 AuthOutcome::Deny
             }
             Ok(Decision::TempFail(reason)) => {
+                METRICS.login("tempfail");
                 tracing::warn!(peer = %self.peer, user = %request.user.escape_debug(), "auth temporarily failed: {reason}");
                 AuthOutcome::TempFail
             }
-            Err(_) => AuthOutcome::TempFail,
+            Err(_) => {
+                METRICS.login("tempfail");
+                AuthOutcome::TempFail
+            }
         }
     }
 
@@ -466,6 +492,7 @@ impl Connection {
         };
         match tokio::time::timeout(self.shared.idle_timeout, write).await {
             Ok(Ok(())) => {
+                METRICS.bytes_sent(self.output.len());
                 self.output.clear();
                 Ok(())
             }

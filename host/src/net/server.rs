@@ -40,6 +40,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<(TcpListener, ListenerTls)>,
     lmtp: Vec<LmtpListener>,
+    admin: Option<TcpListener>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -67,6 +68,10 @@ impl Server {
                 lmtp.push(LmtpListener::bind_unix(path)?);
             }
         }
+        let admin = match &config.admin {
+            Some(a) => Some(crate::metrics::bind(a.listen).await?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.address)
@@ -99,6 +104,7 @@ impl Server {
             shared: Arc::new(shared),
             listeners,
             lmtp,
+            admin,
             shutdown: shutdown_tx,
         })
     }
@@ -114,6 +120,11 @@ impl Server {
     /// Where LMTP is served (TCP addresses and socket paths).
     pub fn lmtp_addrs(&self) -> Vec<String> {
         self.lmtp.iter().map(LmtpListener::describe).collect()
+    }
+
+    /// Where the admin (metrics) listener is bound, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The delivery path (for reloading filters on SIGHUP).
@@ -135,6 +146,9 @@ impl Server {
         };
         for l in self.lmtp {
             tasks.spawn(l.run(self.shared.deliverer.clone(), lmtp_config.clone()));
+        }
+        if let Some(admin) = self.admin {
+            tasks.spawn(crate::metrics::serve(admin));
         }
         let interval = self.shared.config.delivery.watch_interval_ms;
         if interval > 0 && !self.shared.deliverer.chain.slots().is_empty() {

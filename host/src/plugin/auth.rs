@@ -13,7 +13,7 @@ pub type AuthPlugin = Plugin<AuthWorld>;
 impl Plugin<AuthWorld> {
     /// Asks the plugin to decide one login attempt.
     pub async fn verify(&self, login: &Login) -> Result<Decision, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("verify").await?;
         let r = lent
             .world
             .poplar_plugin_auth()
@@ -24,7 +24,7 @@ impl Plugin<AuthWorld> {
 
     /// Resolves a delivery recipient's local part to a principal.
     pub async fn resolve_user(&self, user: &str) -> Result<UserLookup, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("resolve-user").await?;
         let r = lent
             .world
             .poplar_plugin_auth()
@@ -40,7 +40,7 @@ impl Plugin<AuthWorld> {
         kind: SecretKind,
         peer: &Peer,
     ) -> Result<SecretLookup, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("lookup-secret").await?;
         let r = lent
             .world
             .poplar_plugin_auth()

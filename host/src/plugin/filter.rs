@@ -21,7 +21,7 @@ impl Plugin<FilterWorld> {
         env: &Envelope,
         msg: &HostMessage,
     ) -> Result<Verdict, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("classify").await?;
         let (owned, borrowed) = match lent.share(msg) {
             Ok(h) => h,
             Err(e) => return self.settle(lent, Err(e)),
@@ -43,7 +43,7 @@ impl Plugin<TrainableWorld> {
         spam: &[HostMessage],
         ham: &[HostMessage],
     ) -> Result<Result<TrainingReport, String>, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("train").await?;
         let mut own = |msgs: &[HostMessage]| -> wasmtime::Result<Vec<Resource<HostMessage>>> {
             msgs.iter()
                 .map(|m| Ok(lent.store.data_mut().table.push(m.clone())?))

@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,6 +19,7 @@ use super::message::HostMessage;
 use super::runtime::{Runtime, TICK};
 use super::state::{PluginInfo, PluginState};
 use crate::config::PluginConfig;
+use crate::metrics::METRICS;
 
 /// How long a call waits for a free instance slot before giving up.
 const SLOT_WAIT: Duration = Duration::from_secs(10);
@@ -107,20 +107,13 @@ world!(
     poplar_plugin_filter
 );
 
-/// Call counters of one plugin version.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    pub calls: AtomicU64,
-    pub traps: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub instantiations: AtomicU64,
-}
-
 /// A warm instance, lent to one call at a time.
 pub struct Lent<W> {
     pub store: Store<PluginState>,
     pub world: W,
     _slot: OwnedSemaphorePermit,
+    /// The call under way, for the duration metric.
+    call: (&'static str, Instant),
 }
 
 impl<W> Lent<W> {
@@ -149,7 +142,6 @@ pub struct Plugin<W: World> {
     idle: Mutex<Vec<Lent<W>>>,
     /// The first 12 hex digits of the component file's SHA-256.
     version: String,
-    pub stats: PluginStats,
 }
 
 impl<W: World> Plugin<W> {
@@ -193,10 +185,9 @@ impl<W: World> Plugin<W> {
             pre,
             idle: Mutex::new(Vec::new()),
             version: digest[..12].to_string(),
-            stats: PluginStats::default(),
         });
         let mut first = plugin
-            .lend()
+            .lend("validate")
             .await
             .map_err(|e| anyhow::anyhow!("plugin {name} failed to start: {e}"))?;
         let verdict = first.world.validate(&mut first.store).await;
@@ -219,14 +210,16 @@ impl<W: World> Plugin<W> {
         &self.version
     }
 
-    /// Takes an idle instance, or makes a new one.
-    pub async fn lend(&self) -> Result<Lent<W>, PluginError> {
+    /// Takes an idle instance, or makes a new one, for one call of
+    /// `operation` (a WIT function name, for metrics).
+    pub async fn lend(&self, operation: &'static str) -> Result<Lent<W>, PluginError> {
+        let started = Instant::now();
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut lent = match idle {
             Some(l) => l,
-            None => self.instantiate().await?,
+            None => self.instantiate(operation).await?,
         };
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        lent.call = (operation, started);
         let ticks = self
             .info
             .config
@@ -237,7 +230,7 @@ impl<W: World> Plugin<W> {
         Ok(lent)
     }
 
-    async fn instantiate(&self) -> Result<Lent<W>, PluginError> {
+    async fn instantiate(&self, operation: &'static str) -> Result<Lent<W>, PluginError> {
         let slot = tokio::time::timeout(SLOT_WAIT, self.runtime.instances.clone().acquire_owned())
             .await
             .ok()
@@ -263,7 +256,6 @@ impl<W: World> Plugin<W> {
             .config
             .timeout_ms
             .div_ceil(TICK.as_millis() as u64);
-        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let world = W::instantiate(&self.pre, &mut store)
             .await
             .map_err(|e| self.failure(&store, e))?;
@@ -271,6 +263,7 @@ impl<W: World> Plugin<W> {
             store,
             world,
             _slot: slot,
+            call: (operation, Instant::now()),
         })
     }
 
@@ -284,6 +277,8 @@ impl<W: World> Plugin<W> {
     /// Ends a call: a healthy instance goes back to the idle list, a failed
     /// one is dropped and the failure logged and counted.
     pub fn settle<T>(&self, lent: Lent<W>, result: wasmtime::Result<T>) -> Result<T, PluginError> {
+        let (operation, started) = lent.call;
+        METRICS.plugin_call(&self.info.name, operation, started.elapsed());
         match result {
             Ok(v) => {
                 self.give_back(lent);
@@ -296,7 +291,7 @@ impl<W: World> Plugin<W> {
     fn failure(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
         let name = self.info.name.clone();
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            METRICS.plugin_timeout(&name);
             let err = PluginError::Timeout {
                 plugin: name,
                 timeout_ms: self.info.config.timeout_ms,
@@ -314,7 +309,7 @@ impl<W: World> Plugin<W> {
     }
 
     fn trap(&self, message: String) -> PluginError {
-        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        METRICS.plugin_trap(&self.info.name);
         let err = PluginError::Trap {
             plugin: self.info.name.clone(),
             message,

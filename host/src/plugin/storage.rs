@@ -17,7 +17,7 @@ impl Plugin<StorageWorld> {
         &self,
         mbox: &Mailbox,
     ) -> Result<Result<Vec<Entry>, StorageError>, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("list-messages").await?;
         let r = lent
             .world
             .poplar_plugin_storage()
@@ -34,7 +34,7 @@ impl Plugin<StorageWorld> {
         offset: u64,
         len: u32,
     ) -> Result<Result<Vec<u8>, StorageError>, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("read").await?;
         let r = lent
             .world
             .poplar_plugin_storage()
@@ -49,7 +49,7 @@ impl Plugin<StorageWorld> {
         mbox: &Mailbox,
         keys: &[String],
     ) -> Result<Result<CommitReport, StorageError>, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("commit").await?;
         let r = lent
             .world
             .poplar_plugin_storage()
@@ -64,7 +64,7 @@ impl Plugin<StorageWorld> {
         mbox: &Mailbox,
         msg: &HostMessage,
     ) -> Result<Result<String, StorageError>, PluginError> {
-        let mut lent = self.lend().await?;
+        let mut lent = self.lend("deliver").await?;
         let (owned, borrowed) = match lent.share(msg) {
             Ok(h) => h,
             Err(e) => return self.settle(lent, Err(e)),

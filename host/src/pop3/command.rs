@@ -39,6 +39,29 @@ pub enum Command {
     Quit,
 }
 
+impl Command {
+    /// The command keyword, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::User(_) => "USER",
+            Command::Pass(_) => "PASS",
+            Command::Apop { .. } => "APOP",
+            Command::Auth { .. } => "AUTH",
+            Command::Capa => "CAPA",
+            Command::Stls => "STLS",
+            Command::Stat => "STAT",
+            Command::List(_) => "LIST",
+            Command::Uidl(_) => "UIDL",
+            Command::Retr(_) => "RETR",
+            Command::Top { .. } => "TOP",
+            Command::Dele(_) => "DELE",
+            Command::Noop => "NOOP",
+            Command::Rset => "RSET",
+            Command::Quit => "QUIT",
+        }
+    }
+}
+
 /// Why a command line was refused. The `Display` text is what follows
 /// `-ERR ` in the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -217,6 +217,8 @@ pub struct Session {
     bad_lines: u32,
     principal: Option<String>,
     stats: Stats,
+    /// The keyword of the last command parsed (`None` for bad lines).
+    last_command: Option<&'static str>,
 }
 
 impl Session {
@@ -241,6 +243,7 @@ impl Session {
             bad_lines: 0,
             principal: None,
             stats: Stats::default(),
+            last_command: None,
         }
     }
 
@@ -271,6 +274,11 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The keyword of the command the last line carried, if it parsed.
+    pub fn take_last_command(&mut self) -> Option<&'static str> {
+        self.last_command.take()
     }
 
     /// The longest line the session accepts next, CRLF included.
@@ -305,8 +313,12 @@ impl Session {
         }
         let cmd = match parse(&line) {
             Ok(c) => c,
-            Err(e) => return Action::Reply(err(&e.to_string())),
+            Err(e) => {
+                self.last_command = None;
+                return Action::Reply(err(&e.to_string()));
+            }
         };
+        self.last_command = Some(cmd.name());
         match cmd {
             Command::Capa => Action::Reply(self.capa()),
             Command::Quit => self.quit(),
