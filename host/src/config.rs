@@ -123,6 +123,18 @@ pub struct ServerConfig {
     /// process exits anyway (idle ones are closed at once).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_secs: u64,
+    /// Most connections open at once from one client address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Networks exempt from the per-address connection cap and the
+    /// failed-login penalty, e.g. `["10.0.0.0/8", "::1"]`.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+    /// Delay before answering the first failed login from an address, in
+    /// milliseconds; it doubles with each further failure up to 7.5 times
+    /// (2000 → 2, 4, 8, 15 s). 0 turns the penalty off.
+    #[serde(default = "default_failed_login_delay")]
+    pub failed_login_delay_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +143,9 @@ impl Default for ServerConfig {
             hostname: default_hostname(),
             max_connections: default_max_connections(),
             shutdown_timeout_secs: default_shutdown_timeout(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            trusted_networks: Vec::new(),
+            failed_login_delay_ms: default_failed_login_delay(),
         }
     }
 }
@@ -143,6 +158,12 @@ fn default_max_connections() -> usize {
 }
 fn default_shutdown_timeout() -> u64 {
     30
+}
+fn default_max_connections_per_ip() -> usize {
+    50
+}
+fn default_failed_login_delay() -> u64 {
+    2000
 }
 
 /// How a listener uses TLS.
@@ -399,6 +420,13 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             bail!("server.max_connections must be at least 1");
+        }
+        if self.server.max_connections_per_ip == 0 {
+            bail!("server.max_connections_per_ip must be at least 1");
+        }
+        for n in &self.server.trusted_networks {
+            crate::net::guard::Network::parse(n)
+                .map_err(|e| anyhow::anyhow!("server.trusted_networks: {e}"))?;
         }
         if self.runtime.max_instances < 2 {
             bail!("runtime.max_instances must be at least 2");

@@ -34,6 +34,11 @@ pub struct Options {
     pub extra: String,
     /// Extra environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// Put loopback in `server.trusted_networks` (no per-address cap, no
+    /// failed-login penalty), so tests can fail logins quickly.
+    pub trust_loopback: bool,
+    /// More keys for the `[server]` table.
+    pub server: String,
 }
 
 impl Default for Options {
@@ -45,6 +50,8 @@ impl Default for Options {
             storage_config: String::new(),
             extra: String::new(),
             env: Vec::new(),
+            trust_loopback: true,
+            server: String::new(),
         }
     }
 }
@@ -251,8 +258,16 @@ pub fn prepare(root: &Path, opts: &Options) -> PathBuf {
         poplar::net::tls::ensure_self_signed(&root.join("cert.pem"), &root.join("key.pem"))
             .unwrap();
     }
+    let trusted = if opts.trust_loopback {
+        r#"trusted_networks = ["127.0.0.0/8", "::1"]"#
+    } else {
+        ""
+    };
     let config = format!(
         r#"
+[server]
+{trusted}
+{server}
 [[listener]]
 address = "127.0.0.1:0"
 tls = "starttls"
@@ -286,6 +301,7 @@ root = "/mail"
         extra_pop3 = opts.extra_pop3,
         storage_config = opts.storage_config,
         extra = opts.extra,
+        server = opts.server,
         plugins = PLUGIN_DIR,
         cache = shared_cache_dir().display(),
     );

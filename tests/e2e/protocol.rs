@@ -676,3 +676,87 @@ fn dovecot_uidl_mode_matches_dovecot_uidlist() {
     );
     c.ok("QUIT");
 }
+
+#[test]
+fn login_delay_is_enforced() {
+    let s = alice_server_with(Options {
+        extra_pop3: "login_delay = 900".into(),
+        ..Options::default()
+    });
+    let mut c = s.login("alice", "alice-pw");
+    c.ok("QUIT");
+    let mut again = s.connect();
+    again.ok("USER alice");
+    assert_eq!(
+        again.cmd("PASS alice-pw"),
+        "-ERR [LOGIN-DELAY] Logged in too recently, try again later\r\n"
+    );
+    // Other users are not affected.
+    again.ok("USER bob");
+    assert!(again.cmd("PASS bob-pw").starts_with("+OK"));
+}
+
+#[test]
+fn per_address_connection_cap() {
+    let s = TestServer::start_with(Options {
+        trust_loopback: false,
+        server: "max_connections_per_ip = 2\nfailed_login_delay_ms = 0".into(),
+        ..Options::default()
+    });
+    let _a = s.connect();
+    let _b = s.connect();
+    let mut c = Client::plain(s.plain);
+    assert_eq!(
+        c.line(),
+        "-ERR [SYS/TEMP] Too many connections from your address\r\n"
+    );
+    assert_eq!(c.rest(), "");
+    drop(_a);
+    // Once one closes, a new connection is served again.
+    let mut d = loop {
+        let mut d = Client::plain(s.plain);
+        if d.line().starts_with("+OK") {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    d.ok("CAPA");
+}
+
+#[test]
+fn failed_login_penalty_grows_and_resets() {
+    let s = TestServer::start_with(Options {
+        trust_loopback: false,
+        server: "failed_login_delay_ms = 100".into(),
+        ..Options::default()
+    });
+    let mut c = s.connect();
+    for _ in 0..3 {
+        c.ok("USER alice");
+        assert_eq!(c.cmd("PASS wrong"), "-ERR [AUTH] Authentication failed\r\n");
+    }
+    // The answers were held back 100, 200, then 400 ms.
+    s.wait_for_log("penalty_ms=400");
+    assert!(s.log().contains("penalty_ms=100") && s.log().contains("penalty_ms=200"));
+    // A successful login clears it: the next failure starts again at 100.
+    c.ok("USER alice");
+    assert!(c.cmd("PASS alice-pw").starts_with("+OK"));
+    c.ok("QUIT");
+    let mut c = s.connect();
+    c.ok("USER bob");
+    assert!(c.cmd("PASS nope").starts_with("-ERR [AUTH]"));
+    let mut log = s.log();
+    for _ in 0..200 {
+        if log.matches("penalty_ms=").count() == 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = s.log();
+    }
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("penalty_ms="))
+        .unwrap();
+    assert!(last.contains("penalty_ms=100"), "{last}");
+}

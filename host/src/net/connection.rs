@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -219,11 +219,15 @@ impl Connection {
                 Action::Close(bytes) => return Ok(Some(self.finish(bytes, End::Protocol))),
                 Action::Verify(request) => {
                     let outcome = self.verify(request).await;
-                    self.session.on_auth(outcome)
+                    let next = self.session.on_auth(outcome);
+                    self.penalise_failure().await;
+                    next
                 }
                 Action::LookupSecret { user } => {
                     let outcome = self.lookup_secret(user).await;
-                    self.session.on_secret(outcome)
+                    let next = self.session.on_secret(outcome);
+                    self.penalise_failure().await;
+                    next
                 }
                 Action::OpenMaildrop { principal } => {
                     let result = self.open_maildrop(&principal).await;
@@ -262,6 +266,19 @@ impl Connection {
                     return Ok(Some(self.finish(reply, End::Quit)));
                 }
             };
+        }
+    }
+
+    /// After a failed login, waits the address's penalty before the answer
+    /// goes out (nothing else of this session happens meanwhile).
+    async fn penalise_failure(&mut self) {
+        if !self.session.take_auth_failure() {
+            return;
+        }
+        let delay = self.shared.guard.failed_login(self.peer.ip());
+        if !delay.is_zero() {
+            tracing::info!(peer = %self.peer, penalty_ms = delay.as_millis() as u64, "delaying the answer to a failed login");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -376,6 +393,14 @@ impl Connection {
             .locks
             .try_lock(&lock_key)
             .ok_or(MaildropError::InUse)?;
+        if let Some(delay) = self.shared.config.pop3.login_delay
+            && self
+                .shared
+                .guard
+                .too_soon(principal, Duration::from_secs(u64::from(delay)))
+        {
+            return Err(MaildropError::LoginDelay);
+        }
         let entries = match self.shared.storage.list(&mailbox).await {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
@@ -387,6 +412,7 @@ impl Connection {
             }
             Err(_) => return Err(MaildropError::Temporary),
         };
+        self.shared.guard.logged_in(self.peer.ip());
         self.lock = Some(guard);
         self.mailbox = Some(mailbox);
         Ok(entries

@@ -3,6 +3,7 @@
 //! I/O, [`tls`] loads certificates.
 
 pub mod connection;
+pub mod guard;
 pub mod notify;
 pub mod server;
 pub mod stream;

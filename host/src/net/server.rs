@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::guard::{Guard, GuardConfig, Network};
 use crate::config::{Config, ListenerTls};
 use crate::deliver::Deliverer;
 use crate::deliver::lmtp::LmtpConfig;
@@ -33,6 +34,7 @@ pub struct Shared {
     pub deliverer: Arc<Deliverer>,
     /// Becomes `true` when the server is shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub guard: Arc<Guard>,
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -87,8 +89,19 @@ impl Server {
             expire: config.pop3.expire.clone(),
         };
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let guard = Guard::new(GuardConfig {
+            max_connections_per_ip: config.server.max_connections_per_ip,
+            trusted: config
+                .server
+                .trusted_networks
+                .iter()
+                .map(|n| Network::parse(n))
+                .collect::<Result<_>>()?,
+            failed_login_delay: Duration::from_millis(config.server.failed_login_delay_ms),
+        });
         let shared = Shared {
             shutdown,
+            guard,
             session_config,
             tls,
             auth,
@@ -215,9 +228,21 @@ async fn accept_loop(
             });
             continue;
         };
+        let Some(slot) = shared.guard.admit(peer.ip()) else {
+            tracing::warn!(%peer, "too many connections from this address, refusing");
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut tcp = tcp;
+                let _ = tcp
+                    .write_all(b"-ERR [SYS/TEMP] Too many connections from your address\r\n")
+                    .await;
+            });
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             super::connection::serve(shared, tcp, peer, mode == ListenerTls::Implicit).await;
+            drop(slot);
             drop(permit);
         });
     }

@@ -219,6 +219,8 @@ pub struct Session {
     stats: Stats,
     /// The keyword of the last command parsed (`None` for bad lines).
     last_command: Option<&'static str>,
+    /// A login attempt just failed (for the failed-login penalty).
+    auth_failed: bool,
 }
 
 impl Session {
@@ -244,6 +246,7 @@ impl Session {
             principal: None,
             stats: Stats::default(),
             last_command: None,
+            auth_failed: false,
         }
     }
 
@@ -274,6 +277,12 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Whether the last action answered a failed login attempt (and clears
+    /// the flag): the network layer delays such answers.
+    pub fn take_auth_failure(&mut self) -> bool {
+        std::mem::take(&mut self.auth_failed)
     }
 
     /// The keyword of the command the last line carried, if it parsed.
@@ -535,7 +544,10 @@ impl Session {
     pub fn on_auth(&mut self, outcome: AuthOutcome) -> Action {
         match outcome {
             AuthOutcome::Allow { principal } => Action::OpenMaildrop { principal },
-            AuthOutcome::Deny => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+            AuthOutcome::Deny => {
+                self.auth_failed = true;
+                Action::Reply(err_code(Code::Auth, "Authentication failed"))
+            }
             AuthOutcome::TempFail => Action::Reply(err_code(
                 Code::SysTemp,
                 "Authentication is temporarily unavailable, try again later",
@@ -561,10 +573,12 @@ impl Session {
                 if bool::from(expected.as_bytes().ct_eq(digest.as_bytes())) {
                     Action::OpenMaildrop { principal }
                 } else {
+                    self.auth_failed = true;
                     Action::Reply(err_code(Code::Auth, "Authentication failed"))
                 }
             }
             SecretOutcome::Unavailable => {
+                self.auth_failed = true;
                 Action::Reply(err_code(Code::Auth, "Authentication failed"))
             }
             SecretOutcome::TempFail => Action::Reply(err_code(
@@ -1059,6 +1073,26 @@ mod tests {
             "-ERR STLS is not available on this port\r\n"
         );
         assert!(!reply(s.on_line(line("CAPA"))).contains("STLS"));
+    }
+
+    #[test]
+    fn failed_logins_are_flagged_for_the_penalty() {
+        let mut s = session();
+        s.on_line(line("USER a"));
+        s.on_line(line("PASS b"));
+        assert!(!s.take_auth_failure());
+        s.on_auth(AuthOutcome::Deny);
+        assert!(s.take_auth_failure());
+        assert!(!s.take_auth_failure(), "cleared once taken");
+        s.on_line(line("APOP a 0123456789abcdef0123456789abcdef"));
+        s.on_secret(SecretOutcome::Unavailable);
+        assert!(s.take_auth_failure());
+        let mut strict = Session::new(config(), false, false, STAMP.into());
+        strict.on_line(line("USER a"));
+        assert!(
+            !strict.take_auth_failure(),
+            "a refused plaintext USER is no failed login"
+        );
     }
 
     #[test]
