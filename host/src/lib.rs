@@ -16,6 +16,7 @@
 //! - [`locks`]: one session per maildrop (`[IN-USE]`).
 //! - [`metrics`]: Prometheus counters and the admin listener.
 //! - [`demo`]: the embedded default setup behind `poplar demo`.
+//! - [`operator`]: operator commands without a config: `pw hash`, `plugin check`.
 
 pub mod config;
 pub mod deliver;
@@ -23,5 +24,6 @@ pub mod demo;
 pub mod locks;
 pub mod metrics;
 pub mod net;
+pub mod operator;
 pub mod plugin;
 pub mod pop3;

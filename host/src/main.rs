@@ -1,16 +1,18 @@
-//! The `poplar` command: serve, demo, check-config, deliver.
+//! The `poplar` command: serve, demo, check-config, deliver, and the
+//! operator tools (filter train, pw hash, plugin check).
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
 use poplar::net::notify::{monotonic_usec, notify};
+use poplar::operator::{check, pw};
 use std::sync::Arc;
 
 use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
@@ -25,8 +27,25 @@ use poplar::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
     about = "A POP3 server with WebAssembly plugins"
 )]
 struct Cli {
+    /// How log lines on standard error are written: `text`, or `json` (one
+    /// JSON object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "POPLAR_LOG_FORMAT",
+        hide_env_values = true,
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +96,54 @@ enum Cmd {
         #[command(subcommand)]
         command: FilterCmd,
     },
+    /// Password tools for the passwd-file.
+    Pw {
+        #[command(subcommand)]
+        command: PwCmd,
+    },
+    /// Plugin tools that need no configuration.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PwCmd {
+    /// Print a passwd-file password field, `{SCHEME}hash`, for a password
+    /// typed on the terminal (without echo) or read from standard input.
+    Hash {
+        /// The password scheme (Dovecot's names).
+        #[arg(long, short, value_enum, ignore_case = true, default_value_t = pw::Scheme::Sha512Crypt)]
+        scheme: pw::Scheme,
+        /// Read the password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Cost: SHA-crypt rounds (5000), BLF-CRYPT cost (12), ARGON2ID
+        /// passes (3), SCRAM-SHA-256 iterations (4096).
+        #[arg(long, short)]
+        rounds: Option<u32>,
+        /// ARGON2ID memory in KiB (65536).
+        #[arg(long)]
+        memory: Option<u32>,
+        /// ARGON2ID lanes (1).
+        #[arg(long)]
+        parallelism: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Check a `.wasm` file against Poplar's WIT worlds: exit 0 if it
+    /// implements the world (any world without --world), 1 if not, 78 if
+    /// the file is unreadable or not a valid component.
+    Check {
+        /// The component (`.wasm` file).
+        file: PathBuf,
+        /// The world it must implement.
+        #[arg(long, value_enum)]
+        world: Option<check::World>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,15 +172,32 @@ const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // The operator tools are synchronous and need no async runtime.
+    let command = match cli.command {
+        Cmd::Pw {
+            command:
+                PwCmd::Hash {
+                    scheme,
+                    password_stdin,
+                    rounds,
+                    memory,
+                    parallelism,
+                },
+        } => {
+            let cost = pw::Cost {
+                rounds,
+                memory_kib: memory,
+                parallelism,
+            };
+            return pw_hash(scheme, cost, password_stdin);
+        }
+        Cmd::Plugin {
+            command: PluginCmd::Check { file, world },
+        } => return plugin_check(&file, world),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,7 +209,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Cmd::Serve { config } => report(serve(config).await),
             Cmd::Demo {
                 dir,
@@ -165,8 +249,84 @@ fn main() -> ExitCode {
                         ham,
                     },
             } => report(train(config, plugin, spam, ham).await),
+            Cmd::Pw { .. } | Cmd::Plugin { .. } => unreachable!("handled above"),
         }
     })
+}
+
+/// Logs go to standard error: `POPLAR_LOG` filters them (`info` by
+/// default), `--log-format` chooses plain text or one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("POPLAR_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Event fields at the top level, next to `message`, `level`,
+        // `timestamp` and `target`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `poplar pw hash`: the password field on standard output.
+fn pw_hash(scheme: pw::Scheme, cost: pw::Cost, from_stdin: bool) -> ExitCode {
+    let result =
+        pw::read_password(from_stdin).and_then(|password| pw::hash(scheme, cost, &password));
+    match result {
+        Ok(field) => {
+            println!("{field}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poplar pw hash: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `poplar plugin check`: the report on standard output, the verdict on
+/// standard error when it is no.
+fn plugin_check(file: &std::path::Path, world: Option<check::World>) -> ExitCode {
+    let report = match check::check_file(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("poplar plugin check: {}: {e}", file.display());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    println!("{}: WebAssembly component", file.display());
+    print!("{}", report.render());
+    let satisfied = report.satisfied();
+    match world {
+        Some(w) if report.satisfies(w) => {
+            println!("OK: implements {w}");
+            ExitCode::SUCCESS
+        }
+        Some(w) => {
+            eprintln!(
+                "poplar plugin check: {} does not implement {w}: {}",
+                file.display(),
+                report.reason(w).unwrap_or("unknown reason")
+            );
+            ExitCode::FAILURE
+        }
+        None if !satisfied.is_empty() => {
+            let names: Vec<&str> = satisfied.iter().map(|w| w.wit_name()).collect();
+            println!("OK: implements {}", names.join(", "));
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!(
+                "poplar plugin check: {} implements no Poplar world",
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report(r: Result<()>) -> ExitCode {

@@ -7,6 +7,7 @@ mod clients;
 mod delivery;
 mod harness;
 mod languages;
+mod operator;
 mod postfix;
 mod protocol;
 mod service;

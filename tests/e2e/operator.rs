@@ -1,0 +1,503 @@
+//! Operator commands: `poplar pw hash` (its hashes log in through the real
+//! auth-passwd plugin), `poplar plugin check` on the built plugins and on
+//! files that are not components, and `--log-format json`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Options, PASSWD, PLUGIN_DIR, POPLAR, TestServer};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `poplar ARGS` with `stdin` as its standard input.
+fn poplar(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(POPLAR)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `poplar pw hash --password-stdin` with extra arguments; the password
+/// field it printed.
+fn pw_hash(args: &[&str], password: &str) -> String {
+    let mut all = vec!["pw", "hash", "--password-stdin"];
+    all.extend_from_slice(args);
+    let out = poplar(&all, format!("{password}\n").as_bytes());
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let field = stdout.strip_suffix('\n').expect("one line");
+    assert!(!field.contains('\n'), "{stdout}");
+    field.to_string()
+}
+
+/// Tries USER/PASS; true if the server accepted the password.
+fn can_log_in(s: &TestServer, user: &str, password: &str) -> bool {
+    let mut c = s.connect();
+    c.ok(&format!("USER {user}"));
+    let reply = c.cmd(&format!("PASS {password}"));
+    if reply.starts_with("+OK") {
+        c.ok("STAT");
+        c.ok("QUIT");
+        true
+    } else {
+        assert!(reply.starts_with("-ERR [AUTH]"), "{user}: {reply}");
+        false
+    }
+}
+
+#[test]
+fn pw_hash_every_scheme_logs_in_over_pop3() {
+    let password = "Tr0ub4dor & 3 horses";
+    let schemes: [(&str, &[&str], &str); 7] = [
+        ("sha512", &[], "{SHA512-CRYPT}$6$rounds=5000$"),
+        (
+            "sha256",
+            &["--scheme", "SHA256-CRYPT"],
+            "{SHA256-CRYPT}$5$rounds=5000$",
+        ),
+        ("blf", &["--scheme", "BLF-CRYPT"], "{BLF-CRYPT}$2y$12$"),
+        (
+            "argon2",
+            &["--scheme", "ARGON2ID"],
+            "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$",
+        ),
+        (
+            "argon2-small",
+            &[
+                "-s",
+                "argon2id",
+                "--memory",
+                "4096",
+                "-r",
+                "2",
+                "--parallelism",
+                "2",
+            ],
+            "{ARGON2ID}$argon2id$v=19$m=4096,t=2,p=2$",
+        ),
+        (
+            "scram",
+            &["--scheme", "SCRAM-SHA-256"],
+            "{SCRAM-SHA-256}4096,",
+        ),
+        (
+            "plain",
+            &["--scheme", "plain"],
+            "{PLAIN}Tr0ub4dor & 3 horses",
+        ),
+    ];
+    let mut passwd = PASSWD.to_string();
+    for (user, args, prefix) in schemes {
+        let field = pw_hash(args, password);
+        assert!(field.starts_with(prefix), "{user}: {field}");
+        passwd.push_str(&format!("op-{user}:{field}::::::\n"));
+    }
+    // Fresh salt every time.
+    assert_ne!(pw_hash(&[], password), pw_hash(&[], password));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(dir.path().join("etc/passwd"), &passwd).unwrap();
+    let s = TestServer::start_in(dir, Options::default());
+    for (user, _, _) in schemes {
+        let user = format!("op-{user}");
+        assert!(can_log_in(&s, &user, password), "{user} with the password");
+        assert!(
+            !can_log_in(&s, &user, "Tr0ub4dor & 3 horse"),
+            "{user} with a wrong password"
+        );
+    }
+    // The users already in the file still work.
+    assert!(can_log_in(&s, "alice", "alice-pw"));
+}
+
+#[test]
+fn pw_hash_options_and_refusals() {
+    assert!(pw_hash(&["--rounds", "6000"], "x").starts_with("{SHA512-CRYPT}$6$rounds=6000$"));
+    assert!(pw_hash(&["-s", "BLF-CRYPT", "-r", "5"], "x").starts_with("{BLF-CRYPT}$2y$05$"));
+    assert!(
+        pw_hash(&["-s", "SCRAM-SHA-256", "-r", "5000"], "x").starts_with("{SCRAM-SHA-256}5000,")
+    );
+    // A colon cannot stand in a passwd-file field.
+    assert_eq!(pw_hash(&["-s", "PLAIN"], "a:b"), "{PLAIN.B64}YTpi");
+    // CRLF line endings are stripped too.
+    let out = poplar(
+        &["pw", "hash", "--password-stdin", "-s", "PLAIN"],
+        b"pw\r\nignored\n",
+    );
+    assert_eq!(text(&out.stdout), "{PLAIN}pw\n");
+
+    let refused: [(&[&str], &[u8], i32, &str); 7] = [
+        (
+            &["-s", "PLAIN", "-r", "5"],
+            b"x\n",
+            64,
+            "PLAIN takes no --rounds",
+        ),
+        (&["-r", "10"], b"x\n", 64, "--rounds for SHA512-CRYPT"),
+        (
+            &["-s", "BLF-CRYPT", "--memory", "64"],
+            b"x\n",
+            64,
+            "apply to ARGON2ID",
+        ),
+        (&["-s", "SCRAM-SHA-256", "-r", "1"], b"x\n", 64, "--rounds"),
+        (&[], b"\n", 64, "empty"),
+        (&[], b"", 64, "no password"),
+        (&["-s", "MD5"], b"x\n", 2, "invalid value"),
+    ];
+    for (args, stdin, code, needle) in refused {
+        let mut all = vec!["pw", "hash", "--password-stdin"];
+        all.extend_from_slice(args);
+        let out = poplar(&all, stdin);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+
+    // Without --password-stdin, standard input must be a terminal.
+    let out = Command::new(POPLAR)
+        .args(["pw", "hash"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("--password-stdin"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A pseudo-terminal: the master side (the keyboard and screen) and the
+/// slave side (the program's terminal).
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        // SAFETY: plain libc calls on a descriptor we own; every result is
+        // checked.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            let master = OwnedFd::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0);
+            assert_eq!(libc::unlockpt(fd), 0);
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+            let path = std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_str()
+                .unwrap()
+                .to_string();
+            let slave = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(path)
+                .unwrap();
+            Pty {
+                master: master.into(),
+                slave,
+            }
+        }
+    }
+
+    /// Whether the terminal echoes what is typed.
+    fn echoes(&self) -> bool {
+        // SAFETY: termios is plain data, filled in by tcgetattr.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(self.slave.as_raw_fd(), &mut t), 0);
+            t.c_lflag & libc::ECHO != 0
+        }
+    }
+}
+
+/// Everything the terminal shows, collected by a thread.
+fn collect(master: &std::fs::File) -> Arc<Mutex<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut reader = master.try_clone().unwrap();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        // Ends with EIO once no process holds the slave side open.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    seen
+}
+
+fn wait_for(seen: &Mutex<Vec<u8>>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if text(&seen.lock().unwrap()).contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "the terminal never showed {needle:?}: {:?}",
+        text(&seen.lock().unwrap())
+    );
+}
+
+/// Runs `poplar pw hash -s PLAIN` on a terminal, typing `first` and
+/// `second` at the prompts. Returns its output and what the terminal shows.
+fn pw_hash_on_a_terminal(first: &str, second: &str) -> (Output, Arc<Mutex<Vec<u8>>>) {
+    let pty = Pty::open();
+    assert!(pty.echoes(), "a new terminal echoes");
+    let seen = collect(&pty.master);
+    let child = Command::new(POPLAR)
+        .args(["pw", "hash", "--scheme", "PLAIN"])
+        .stdin(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = pty.master.try_clone().unwrap();
+    // Typed only once echo is off: the prompt comes after.
+    wait_for(&seen, "Enter new password: ");
+    keys.write_all(format!("{first}\n").as_bytes()).unwrap();
+    wait_for(&seen, "Retype new password: ");
+    keys.write_all(format!("{second}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(pty.echoes(), "echo is back on after the command");
+    (out, seen)
+}
+
+#[test]
+fn pw_hash_reads_from_a_terminal_without_echo() {
+    let (out, seen) = pw_hash_on_a_terminal("s3cret pw", "s3cret pw");
+    let shown = text(&seen.lock().unwrap());
+    assert!(out.status.success(), "{shown}");
+    assert_eq!(text(&out.stdout), "{PLAIN}s3cret pw\n");
+    assert!(
+        !shown.contains("s3cret"),
+        "the password was echoed: {shown:?}"
+    );
+
+    let (out, seen) = pw_hash_on_a_terminal("s3cret pw", "s3cret pq");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty());
+    wait_for(&seen, "do not match");
+    let shown = text(&seen.lock().unwrap());
+    assert!(!shown.contains("s3cret"), "{shown:?}");
+}
+
+/// `poplar plugin check FILE [ARGS]`.
+fn plugin_check(file: &Path, args: &[&str]) -> Output {
+    Command::new(POPLAR)
+        .args(["plugin", "check"])
+        .arg(file)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The world lines of a report: `(world, satisfied)`.
+fn worlds(report: &str) -> Vec<(String, bool)> {
+    let start = report.find("worlds:\n").expect("a worlds section") + "worlds:\n".len();
+    report[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let world = words.next().unwrap().to_string();
+            (world, words.next() == Some("yes"))
+        })
+        .collect()
+}
+
+fn satisfied(report: &str) -> Vec<String> {
+    worlds(report)
+        .into_iter()
+        .filter(|(_, yes)| *yes)
+        .map(|(w, _)| w)
+        .collect()
+}
+
+#[test]
+fn plugin_check_on_the_built_plugins() {
+    let dir = Path::new(PLUGIN_DIR);
+
+    let storage = dir.join("storage_maildir.wasm");
+    let out = plugin_check(&storage, &[]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    assert_eq!(satisfied(&report), ["storage-plugin"], "{report}");
+    assert_eq!(worlds(&report).len(), 4, "{report}");
+    let bytes = std::fs::read(&storage).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert!(report.contains(&format!("sha256:  {digest}\n")), "{report}");
+    assert!(
+        report.contains(&format!("size:    {} bytes\n", bytes.len())),
+        "{report}"
+    );
+    for needle in [
+        "exports (1):\n  poplar:plugin/storage@0.1.0\n",
+        "  poplar:plugin/host@0.1.0\n",
+        "  poplar:plugin/message@0.1.0\n",
+        "wasi:filesystem/preopens@0.2",
+        "imports Poplar does not provide: none\n",
+    ] {
+        assert!(report.contains(needle), "{needle:?} not in {report}");
+    }
+    assert!(
+        plugin_check(&storage, &["--world", "storage"])
+            .status
+            .success()
+    );
+
+    let bayes = dir.join("filter_bayes.wasm");
+    let out = plugin_check(&bayes, &[]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(
+        satisfied(&report),
+        ["filter-plugin", "trainable-filter-plugin"],
+        "{report}"
+    );
+    for world in ["filter", "trainable-filter"] {
+        let out = plugin_check(&bayes, &["--world", world]);
+        assert!(out.status.success(), "{world}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("OK: implements"), "{world}");
+    }
+    assert_eq!(
+        plugin_check(&bayes, &["--world", "auth"]).status.code(),
+        Some(1)
+    );
+
+    // A plain filter is not trainable.
+    let rules = dir.join("filter_rules.wasm");
+    let out = plugin_check(&rules, &["--world", "trainable-filter"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("poplar:plugin/trainer@0.1.0"));
+    assert_eq!(satisfied(&text(&out.stdout)), ["filter-plugin"]);
+
+    let auth = dir.join("auth_passwd.wasm");
+    let out = plugin_check(&auth, &["--world", "storage"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not implement storage-plugin")
+            && err.contains("does not export poplar:plugin/storage@0.1.0"),
+        "{err}"
+    );
+    assert_eq!(satisfied(&text(&out.stdout)), ["auth-plugin"]);
+    assert!(plugin_check(&auth, &["--world", "auth"]).status.success());
+}
+
+#[test]
+fn plugin_check_refuses_what_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "garbage.wasm",
+            b"MZ\x90\0 this is not wasm",
+            "not a WebAssembly component",
+        ),
+        ("empty.wasm", b"", "not a WebAssembly component"),
+        (
+            "truncated.wasm",
+            b"\0asm\x0d\0\x01\0\x07\xff",
+            "not a valid component",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        for args in [&[][..], &["--world", "filter"]] {
+            let out = plugin_check(&path, args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{name}: {err}");
+            assert!(err.contains(needle), "{name}: {needle:?} not in {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    let out = plugin_check(&dir.path().join("missing.wasm"), &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn json_logs_carry_the_logout_fields() {
+    let s = TestServer::start_with(Options {
+        env: vec![("POPLAR_LOG_FORMAT".into(), "json".into())],
+        ..Options::default()
+    });
+    let mut c = s.login("alice", "alice-pw");
+    c.ok("QUIT");
+    let line = s.wait_for_log("session ended");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["message"], "session ended", "{line}");
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert_eq!(v["user"], "alice", "{line}");
+    assert_eq!(v["retr"], 0, "{line}");
+    assert_eq!(v["end"], "Quit", "{line}");
+    let peer = v["peer"].as_str().unwrap_or_else(|| panic!("{line}"));
+    assert!(peer.starts_with("127.0.0.1:"), "{line}");
+    assert!(v["timestamp"].is_string(), "{line}");
+    // Every line is JSON, the startup lines too.
+    for l in s.log().lines() {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(l);
+        assert!(
+            parsed.is_ok_and(|v| v.is_object()),
+            "not a JSON object: {l}"
+        );
+    }
+}
+
+#[test]
+fn log_format_option_is_checked() {
+    let out = Command::new(POPLAR)
+        .args(["--log-format", "xml", "plugin", "check", "x.wasm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("xml"));
+    // Global: accepted after the subcommand too.
+    let out = poplar(
+        &[
+            "pw",
+            "hash",
+            "--password-stdin",
+            "-s",
+            "PLAIN",
+            "--log-format",
+            "json",
+        ],
+        b"x\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
