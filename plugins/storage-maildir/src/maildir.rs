@@ -17,6 +17,9 @@ const DELIVER_CHUNK: u32 = 256 * 1024;
 /// Chunk size for scanning a stored file to compute its CRLF size.
 const SCAN_CHUNK: usize = 64 * 1024;
 
+/// How old a file left in `tmp/` must be before delivery removes it.
+pub const TMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
 /// Why an operation failed; lib.rs maps these onto `storage-error`.
 #[derive(Debug)]
 pub enum Error {
@@ -370,6 +373,7 @@ impl Maildir {
                 .map_err(|e| io_err("cannot create", &marker, e))?;
         }
 
+        self.sweep_tmp();
         let (name, file) = self.create_tmp()?;
         let tmp = self.dir.join("tmp").join(&name);
         let result = self.write_and_publish(&name, file, read_chunk);
@@ -377,6 +381,28 @@ impl Maildir {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Removes files that a crashed delivery left in `tmp/` more than
+    /// [`TMP_MAX_AGE`] ago (as qmail and Dovecot do); they were never
+    /// visible as messages. Failures are ignored: this is housekeeping.
+    fn sweep_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.dir.join("tmp")) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > TMP_MAX_AGE);
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn create_tmp(&self) -> Result<(String, File)> {
@@ -1209,5 +1235,31 @@ mod tests {
         });
         assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn delivery_sweeps_stale_tmp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        let md = c.open("u", None).unwrap();
+        md.deliver(chunks_of(b"x\r\n")).unwrap();
+        let dir = tmp.path().join("u/tmp");
+        // Left by crashed deliveries: one long ago, one just now.
+        let stale = dir.join("1.crashed");
+        let fresh = dir.join("2.in-flight");
+        fs::write(&stale, b"partial").unwrap();
+        fs::write(&fresh, b"partial").unwrap();
+        let long_ago =
+            std::time::SystemTime::now() - TMP_MAX_AGE - std::time::Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        md.deliver(chunks_of(b"y\r\n")).unwrap();
+        assert!(!stale.exists(), "stale tmp file removed");
+        assert!(fresh.exists(), "a recent one may still be in use");
+        assert_eq!(md.list().unwrap().len(), 2);
     }
 }
