@@ -16,6 +16,8 @@ const PLUGINS: &[&str] = &[
     "filter-rules",
     "filter-bayes",
     "hostile-filter",
+    "hostile-auth",
+    "hostile-storage",
 ];
 
 fn main() {

@@ -39,6 +39,30 @@ pub struct Options {
     pub trust_loopback: bool,
     /// More keys for the `[server]` table.
     pub server: String,
+    /// Another component instead of the default auth plugin.
+    pub auth_plugin: Option<PluginOverride>,
+    /// Another component instead of the default storage plugin.
+    pub storage_plugin: Option<PluginOverride>,
+}
+
+/// A plugin file to load instead of a default one, with its limits.
+#[derive(Clone)]
+pub struct PluginOverride {
+    pub path: PathBuf,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+}
+
+impl PluginOverride {
+    /// The `path`, `timeout_ms` and `memory_mb` keys of a plugin table.
+    fn keys(&self) -> String {
+        format!(
+            "path = \"{}\"\ntimeout_ms = {}\nmemory_mb = {}",
+            self.path.display(),
+            self.timeout_ms,
+            self.memory_mb
+        )
+    }
 }
 
 impl Default for Options {
@@ -52,6 +76,8 @@ impl Default for Options {
             env: Vec::new(),
             trust_loopback: true,
             server: String::new(),
+            auth_plugin: None,
+            storage_plugin: None,
         }
     }
 }
@@ -284,12 +310,12 @@ auth_timeout_secs = {auth_timeout}
 [runtime]
 cache_dir = "{cache}"
 [auth]
-path = "{plugins}/auth_passwd.wasm"
+{auth_keys}
 dirs = [{{ host = "etc", guest = "/etc/poplar" }}]
 [auth.config]
 file = "/etc/poplar/passwd"
 [storage]
-path = "{plugins}/storage_maildir.wasm"
+{storage_keys}
 dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
 [storage.config]
 root = "/mail"
@@ -302,7 +328,14 @@ root = "/mail"
         storage_config = opts.storage_config,
         extra = opts.extra,
         server = opts.server,
-        plugins = PLUGIN_DIR,
+        auth_keys = opts.auth_plugin.as_ref().map_or_else(
+            || format!("path = \"{PLUGIN_DIR}/auth_passwd.wasm\""),
+            PluginOverride::keys
+        ),
+        storage_keys = opts.storage_plugin.as_ref().map_or_else(
+            || format!("path = \"{PLUGIN_DIR}/storage_maildir.wasm\""),
+            PluginOverride::keys
+        ),
         cache = shared_cache_dir().display(),
     );
     std::fs::write(root.join("poplar.toml"), config).unwrap();

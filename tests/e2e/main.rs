@@ -4,8 +4,10 @@
 
 mod cli;
 mod clients;
+mod crash;
 mod delivery;
 mod harness;
+mod hostile_plugins;
 mod languages;
 mod operator;
 mod postfix;

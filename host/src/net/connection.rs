@@ -16,7 +16,7 @@ use crate::config::PlaintextAuth;
 use crate::locks::MaildropGuard;
 use crate::metrics::METRICS;
 use crate::plugin::auth::{Decision, Login, Peer, Secret, SecretKind, SecretLookup};
-use crate::plugin::storage::{Mailbox, StorageError};
+use crate::plugin::storage::{Entry as StorageEntry, Mailbox, StorageError};
 use crate::pop3::encode::MessageEncoder;
 use crate::pop3::reply::{Code, err_code};
 use crate::pop3::session::{
@@ -412,6 +412,14 @@ impl Connection {
             }
             Err(_) => return Err(MaildropError::Temporary),
         };
+        if let Err(problem) = check_listing(&entries) {
+            tracing::error!(
+                plugin = "storage",
+                user = principal,
+                "storage plugin returned a bad listing: {problem}"
+            );
+            return Err(MaildropError::Temporary);
+        }
         self.shared.guard.logged_in(self.peer.ip());
         self.lock = Some(guard);
         self.mailbox = Some(mailbox);
@@ -451,6 +459,8 @@ impl Connection {
                 failure => {
                     tracing::warn!(user = %mailbox.user, key, "cannot read message: {failure:?}");
                     if started {
+                        // What was sent stays sent; no terminator follows.
+                        let _ = self.flush().await;
                         return Err(End::Io);
                     }
                     let reply = match failure {
@@ -468,6 +478,19 @@ impl Connection {
                 started = true;
             }
             if chunk.is_empty() {
+                if offset < stored_size && !encoder.is_done() {
+                    // The message ended before the size the listing gave:
+                    // do not pass a truncated message off as complete.
+                    tracing::error!(
+                        plugin = "storage",
+                        key,
+                        offset,
+                        stored_size,
+                        "message ended early; closing the connection without the terminator"
+                    );
+                    let _ = self.flush().await;
+                    return Err(End::Io);
+                }
                 break;
             }
             offset += chunk.len() as u64;
@@ -524,5 +547,110 @@ impl Connection {
             }
             _ => Err(End::Io),
         }
+    }
+}
+
+/// The largest `stored-size` a listing may claim (1 TiB).
+const MAX_STORED_SIZE: u64 = 1 << 40;
+
+/// Checks a storage plugin's listing against the `storage.entry` contract
+/// before any of it reaches a client: every uid is 1 to 70 characters in
+/// 0x21..=0x7E (RFC 1939 UIDL) and unique, `stored-size` is at most 1 TiB,
+/// and `size` is at most `stored-size * 2 + 2` (every octet a bare LF that
+/// becomes CRLF, plus a final CRLF). Names the first bad entry.
+fn check_listing(entries: &[StorageEntry]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let n = i + 1;
+        if !(1..=70).contains(&e.uid.len()) || !e.uid.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(format!(
+                "entry {n} (key {:?}) has an invalid uid {:?} ({} octets)",
+                clip(&e.key),
+                clip(&e.uid),
+                e.uid.len()
+            ));
+        }
+        if !seen.insert(e.uid.as_str()) {
+            return Err(format!(
+                "entry {n} (key {:?}) repeats the uid {:?}",
+                clip(&e.key),
+                e.uid
+            ));
+        }
+        if e.stored_size > MAX_STORED_SIZE {
+            return Err(format!(
+                "entry {n} (key {:?}) claims a stored size of {} octets",
+                clip(&e.key),
+                e.stored_size
+            ));
+        }
+        if e.size > e.stored_size * 2 + 2 {
+            return Err(format!(
+                "entry {n} (key {:?}) claims a size of {} octets for {} stored octets",
+                clip(&e.key),
+                e.size,
+                e.stored_size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// At most the first 80 characters of a plugin-supplied string, for logs.
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(80).map_or(s, |(i, _)| &s[..i])
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    fn entry(key: &str, uid: &str, size: u64, stored_size: u64) -> StorageEntry {
+        StorageEntry {
+            key: key.into(),
+            size,
+            stored_size,
+            uid: uid.into(),
+        }
+    }
+
+    #[test]
+    fn check_listing_accepts_the_contract_and_names_the_first_violation() {
+        let good = vec![
+            entry("a", "!", 0, 0),
+            entry("b", &"~".repeat(70), 12, 5),
+            entry("c", "x", 2, 0),
+            entry("d", "y", MAX_STORED_SIZE * 2 + 2, MAX_STORED_SIZE),
+        ];
+        assert_eq!(check_listing(&good), Ok(()));
+        assert_eq!(check_listing(&[]), Ok(()));
+        let bad = |entries: Vec<StorageEntry>| check_listing(&entries).unwrap_err();
+        assert!(
+            bad(vec![entry("k", "", 1, 1)]).starts_with("entry 1 (key \"k\") has an invalid uid")
+        );
+        assert!(
+            bad(vec![entry("a", "ok", 1, 1), entry("k", "has space", 1, 1)])
+                .starts_with("entry 2 (key \"k\") has an invalid uid \"has space\"")
+        );
+        assert!(bad(vec![entry("k", &"u".repeat(71), 1, 1)]).contains("(71 octets)"));
+        assert!(bad(vec![entry("k", "caf\u{e9}", 1, 1)]).contains("invalid uid"));
+        assert!(bad(vec![entry("k", "tab\there", 1, 1)]).contains("invalid uid"));
+        assert_eq!(
+            bad(vec![
+                entry("a", "u1", 1, 1),
+                entry("b", "u2", 1, 1),
+                entry("c", "u1", 1, 1)
+            ]),
+            "entry 3 (key \"c\") repeats the uid \"u1\""
+        );
+        assert_eq!(
+            bad(vec![entry("k", "u", u64::MAX, 10)]),
+            format!(
+                "entry 1 (key \"k\") claims a size of {} octets for 10 stored octets",
+                u64::MAX
+            )
+        );
+        assert!(bad(vec![entry("k", "u", 23, 10)]).contains("size of 23"));
+        assert!(bad(vec![entry("k", "u", 1, MAX_STORED_SIZE + 1)]).contains("stored size"));
     }
 }

@@ -16,7 +16,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings;
 use super::message::HostMessage;
-use super::runtime::{Runtime, TICK};
+use super::runtime::Runtime;
 use super::state::{PluginInfo, PluginState};
 use crate::config::PluginConfig;
 use crate::metrics::METRICS;
@@ -220,14 +220,16 @@ impl<W: World> Plugin<W> {
             None => self.instantiate(operation).await?,
         };
         lent.call = (operation, started);
-        let ticks = self
-            .info
-            .config
-            .timeout_ms
-            .div_ceil(TICK.as_millis() as u64);
-        lent.store.data_mut().ticks_left = ticks.max(1);
-        lent.store.set_epoch_deadline(1);
+        self.arm(&mut lent.store);
         Ok(lent)
+    }
+
+    /// Starts a call's clock: the deadline, and the per-call log budget.
+    fn arm(&self, store: &mut Store<PluginState>) {
+        let state = store.data_mut();
+        state.deadline = Instant::now() + Duration::from_millis(self.info.config.timeout_ms);
+        state.reset_log_budget();
+        store.set_epoch_deadline(1);
     }
 
     async fn instantiate(&self, operation: &'static str) -> Result<Lent<W>, PluginError> {
@@ -241,21 +243,16 @@ impl<W: World> Plugin<W> {
         let state = PluginState::new(self.info.clone()).map_err(|e| self.trap(e.to_string()))?;
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(|mut ctx| {
-            let s = ctx.data_mut();
-            if s.ticks_left == 0 {
+        // Checked at every epoch tick: wall-clock time, so time the guest
+        // spends in host calls (logging, reading) counts too.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
                 return Err(Trap::Interrupt.into());
             }
-            s.ticks_left -= 1;
             // Let other tasks run on this thread between ticks.
             Ok(UpdateDeadline::Yield(1))
         });
-        store.set_epoch_deadline(1);
-        store.data_mut().ticks_left = self
-            .info
-            .config
-            .timeout_ms
-            .div_ceil(TICK.as_millis() as u64);
+        self.arm(&mut store);
         let world = W::instantiate(&self.pre, &mut store)
             .await
             .map_err(|e| self.failure(&store, e))?;

@@ -14,6 +14,9 @@ use crate::config::PluginConfig;
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 2048;
+/// Log lines one plugin call may write; the rest are dropped (with one
+/// line saying so), so a plugin cannot flood the server's log.
+const MAX_LOG_LINES_PER_CALL: u32 = 100;
 /// How much of a guest's stderr is kept to report after a trap.
 const STDERR_TAIL: usize = 4096;
 
@@ -65,8 +68,10 @@ pub struct PluginState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    /// Epoch ticks left before the current call is interrupted.
-    pub(crate) ticks_left: u64,
+    /// When the current call is interrupted.
+    pub(crate) deadline: std::time::Instant,
+    /// Log lines the current call may still write.
+    log_lines_left: u32,
     /// The last bytes the guest wrote to stderr (panic messages).
     pub(crate) stderr: GuestStderr,
 }
@@ -110,9 +115,17 @@ impl PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits,
-            ticks_left: 0,
+            deadline: std::time::Instant::now(),
+            log_lines_left: MAX_LOG_LINES_PER_CALL,
             stderr,
         })
+    }
+}
+
+impl PluginState {
+    /// A new call starts with a fresh log budget.
+    pub(crate) fn reset_log_budget(&mut self) {
+        self.log_lines_left = MAX_LOG_LINES_PER_CALL;
     }
 }
 
@@ -129,6 +142,18 @@ impl types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: host::Level, message: String) {
+        match self.log_lines_left {
+            0 => return,
+            1 => {
+                self.log_lines_left = 0;
+                tracing::warn!(
+                    plugin = %self.info.name,
+                    "plugin wrote more than {MAX_LOG_LINES_PER_CALL} log lines in one call; dropping the rest of this call's lines"
+                );
+                return;
+            }
+            _ => self.log_lines_left -= 1,
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
