@@ -37,6 +37,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         workspace.join("Cargo.lock").display()
     );
+    ensure_wasm_target();
     let target_dir = workspace.join("target").join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -69,4 +70,23 @@ fn main() {
     }
     let out = target_dir.join("wasm32-wasip2").join("plugin");
     println!("cargo:rustc-env=POPLAR_PLUGIN_DIR={}", out.display());
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup if it is missing
+/// (`rust-toolchain.toml` asks for it, but rustup may be set not to install
+/// anything on its own). Failures fall through to the build's own error.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let installed = libdir.is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if !installed {
+        let _ = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status();
+    }
 }
