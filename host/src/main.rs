@@ -394,24 +394,16 @@ fn mode_name(mode: ListenerTls) -> &'static str {
 
 async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
     let config_path = poplar::demo::prepare(&dir, ports).await?;
-    let config = Config::load(&config_path)?;
-    let server = Server::bind(config)
-        .await
-        .context("starting the demo server (is another demo already running?)")?;
     println!("Poplar demo server");
     println!("  user {DEMO_USER:?}, password {DEMO_PASSWORD:?}");
     println!("  data, config and certificate in {}", dir.display());
-    for addr in server.lmtp_addrs() {
-        println!("lmtp listening on {addr}");
-    }
-    for (addr, mode) in server.local_addrs() {
-        println!("listening on {addr} ({})", mode_name(mode));
-    }
     println!(
         "  try: curl -k pop3s://127.0.0.1:{}/ -u {DEMO_USER}:{DEMO_PASSWORD}",
         ports.tls
     );
-    server.run(shutdown_signal()).await
+    serve(config_path)
+        .await
+        .context("running the demo server (is another demo already running?)")
 }
 
 /// Validates a config file and everything it names: TLS files, and every

@@ -82,7 +82,6 @@ impl Server {
             listeners.push((listener, l.tls));
         }
         let session_config = SessionConfig {
-            hostname: config.server.hostname.clone(),
             apop: config.pop3.apop,
             stls: tls.is_some(),
             login_delay: config.pop3.login_delay,

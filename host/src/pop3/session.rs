@@ -29,8 +29,6 @@ const MAX_BAD_LINES: u32 = 3;
 /// Settings shared by all sessions of a listener.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Shown in the greeting and used in the APOP timestamp.
-    pub hostname: String,
     /// Offer APOP (a timestamp in the greeting).
     pub apop: bool,
     /// STLS can be offered (a certificate is configured for this listener).
@@ -735,7 +733,6 @@ mod tests {
 
     fn config() -> SessionConfig {
         SessionConfig {
-            hostname: "test".into(),
             apop: true,
             stls: true,
             login_delay: None,
