@@ -6,7 +6,9 @@
 //! - [`config`]: the TOML configuration, validated once with errors that
 //!   name the key at fault.
 //! - [`pop3`]: the protocol, sans I/O: command parser, line framing,
-//!   replies, RETR/TOP encoding and the session state machine.
+//!   replies, RETR/TOP encoding and the session state machine. It lives in
+//!   the `poplar-proto` crate (`proto/`, with LMTP) so that fuzz targets
+//!   build without wasmtime.
 //! - [`net`]: listeners, plain/TLS streams, one task per connection that
 //!   feeds bytes to a [`pop3::Session`] and carries out what it asks.
 //! - [`plugin`]: the wasmtime runtime that loads components implementing
@@ -26,4 +28,4 @@ pub mod metrics;
 pub mod net;
 pub mod operator;
 pub mod plugin;
-pub mod pop3;
+pub use poplar_proto::pop3;

@@ -10,7 +10,7 @@
 //! `Delivered-To` and the filters' header fields prepended.
 
 pub mod chain;
-pub mod lmtp;
+pub use poplar_proto::lmtp;
 pub mod server;
 
 use std::sync::Arc;
