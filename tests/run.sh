@@ -2,17 +2,18 @@
 # Runs Poplar's whole test suite: unit tests of the host and the plugins,
 # and the end-to-end tests that drive the real `poplar` binary with real
 # clients (Python poplib, curl, fetchmail, mpop, openssl s_client), a real
-# Postfix, and filters written in Rust, Python, JavaScript and C.
+# Postfix, a real Dovecot (the migration tests), and filters written in
+# Rust, Python, JavaScript and C.
 #
 # Installs what is missing first (as root, from Debian's packages, PyPI and
-# npm): the wasm32-wasip2 target, the client programs, Postfix, and the
-# example filters' toolchains; then builds the example filters.
+# npm): the wasm32-wasip2 target, the client programs, Postfix, Dovecot,
+# and the example filters' toolchains; then builds the example filters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
-packages=(curl fetchmail mpop openssl python3 postfix)
+packages=(curl fetchmail mpop openssl python3 postfix dovecot-core dovecot-pop3d)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,8 +22,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${missing[*]}"
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    # The tests start their own Postfix and Dovecot on free loopback ports:
+    # keep the packages' maintainer scripts from starting the system-wide
+    # services (Dovecot's would listen on ports 110 and 143 of every
+    # address), unless a policy is already in place.
+    policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod +x "$policy"
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
   else
     echo "missing packages: ${missing[*]} (run this script as root, or apt-get install them)" >&2
     exit 1

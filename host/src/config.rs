@@ -34,6 +34,80 @@ pub struct Config {
     pub lmtp: Option<LmtpConfig>,
     /// The admin listener (Prometheus metrics), if any.
     pub admin: Option<AdminConfig>,
+    /// Mailbox limits checked at delivery.
+    #[serde(default)]
+    pub quota: QuotaConfig,
+}
+
+/// `[quota]`: how much mail a maildrop may hold. Checked at delivery
+/// against the mailbox the message goes into (the inbox, or the folder a
+/// filter or `+detail` chose): a message that would take it past either
+/// limit is refused (LMTP `552 5.2.2`). 0 means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Most messages in a mailbox, for every user without an override.
+    #[serde(default)]
+    pub messages: u64,
+    /// Most octets (as stored) in a mailbox, for every user without an
+    /// override.
+    #[serde(default)]
+    pub bytes: u64,
+    /// `[quota.users.NAME]`: overrides for one principal (the name the auth
+    /// plugin resolves the user to). A key left out keeps the default.
+    #[serde(default)]
+    pub users: BTreeMap<String, QuotaOverride>,
+}
+
+/// One user's `[quota.users.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverride {
+    pub messages: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// The limits that apply to one user; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub messages: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+impl QuotaConfig {
+    /// The limits for `principal`: its override, else the defaults.
+    pub fn limits_for(&self, principal: &str) -> QuotaLimits {
+        let own = self.users.get(principal);
+        let pick = |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|&n| n > 0);
+        QuotaLimits {
+            messages: pick(own.and_then(|o| o.messages), self.messages),
+            bytes: pick(own.and_then(|o| o.bytes), self.bytes),
+        }
+    }
+}
+
+impl QuotaLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.messages.is_none() && self.bytes.is_none()
+    }
+
+    /// Why a mailbox holding `messages` messages of `bytes` octets cannot
+    /// take one more of `incoming` octets, or `None` if it can.
+    pub fn refusal(&self, messages: u64, bytes: u64, incoming: u64) -> Option<String> {
+        if let Some(max) = self.messages
+            && messages.saturating_add(1) > max
+        {
+            return Some(format!("{messages} of {max} messages"));
+        }
+        if let Some(max) = self.bytes
+            && bytes.saturating_add(incoming) > max
+        {
+            return Some(format!(
+                "{bytes} + {incoming} octets would exceed {max} octets"
+            ));
+        }
+        None
+    }
 }
 
 /// The admin HTTP listener: `GET /metrics` (Prometheus), `GET /health`.
@@ -130,11 +204,21 @@ pub struct ServerConfig {
     /// failed-login penalty, e.g. `["10.0.0.0/8", "::1"]`.
     #[serde(default)]
     pub trusted_networks: Vec<String>,
+    /// The proxies (load balancers) allowed to connect to listeners with
+    /// `proxy_protocol = true`, e.g. `["10.0.0.5/32"]`; connections from
+    /// elsewhere are closed.
+    #[serde(default)]
+    pub proxy_trusted_networks: Vec<String>,
     /// Delay before answering the first failed login from an address, in
     /// milliseconds; it doubles with each further failure up to 7.5 times
     /// (2000 → 2, 4, 8, 15 s). 0 turns the penalty off.
     #[serde(default = "default_failed_login_delay")]
     pub failed_login_delay_ms: u64,
+    /// Started as root, become this user once the listeners are bound and
+    /// the TLS key is read, before any plugin loads (e.g. `"poplar"`).
+    pub user: Option<String>,
+    /// The group to become instead of `user`'s primary group.
+    pub group: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -145,7 +229,10 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: default_shutdown_timeout(),
             max_connections_per_ip: default_max_connections_per_ip(),
             trusted_networks: Vec::new(),
+            proxy_trusted_networks: Vec::new(),
             failed_login_delay_ms: default_failed_login_delay(),
+            user: None,
+            group: None,
         }
     }
 }
@@ -183,6 +270,11 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default = "default_listener_tls")]
     pub tls: ListenerTls,
+    /// Every connection starts with a HAProxy PROXY protocol header (v1 or
+    /// v2, before TLS) naming the real client; only proxies in
+    /// `server.proxy_trusted_networks` may connect.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_listener_tls() -> ListenerTls {
@@ -234,6 +326,33 @@ pub struct Pop3Config {
     /// Autologout before login.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_secs: u64,
+    /// SASL mechanisms offered: any of PLAIN, LOGIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-256-PLUS, OAUTHBEARER, XOAUTH2. PLAIN, LOGIN and the
+    /// OAuth ones follow `plaintext_auth`; SCRAM needs the auth plugin to
+    /// hand out verifiers (or clear-text passwords); the OAuth ones need an
+    /// auth plugin that validates bearer tokens.
+    #[serde(default = "default_sasl_mechanisms")]
+    pub sasl_mechanisms: Vec<String>,
+}
+
+impl Pop3Config {
+    /// The configured SASL mechanisms; an unknown name is an error.
+    pub fn mechanisms(&self) -> Result<poplar_proto::pop3::session::Mechanisms> {
+        let mut m = poplar_proto::pop3::session::Mechanisms::none();
+        for name in &self.sasl_mechanisms {
+            if !m.enable(name) {
+                bail!(
+                    "pop3.sasl_mechanisms: unknown mechanism {name:?} (known: {})",
+                    poplar_proto::pop3::session::Mechanisms::ALL.join(", ")
+                );
+            }
+        }
+        Ok(m)
+    }
+}
+
+fn default_sasl_mechanisms() -> Vec<String> {
+    vec!["PLAIN".into(), "LOGIN".into()]
 }
 
 impl Default for Pop3Config {
@@ -246,6 +365,7 @@ impl Default for Pop3Config {
             folder_separator: default_folder_separator(),
             idle_timeout_secs: default_idle_timeout(),
             auth_timeout_secs: default_auth_timeout(),
+            sasl_mechanisms: default_sasl_mechanisms(),
         }
     }
 }
@@ -317,6 +437,27 @@ pub struct PluginConfig {
     /// The plugin's own settings, handed to it through `host.config`.
     #[serde(default)]
     pub config: toml::Table,
+    /// If set, the SHA-256 (hex) the component file must have: a file that
+    /// differs is refused at startup and on reload.
+    pub sha256: Option<String>,
+    /// Environment variables the plugin sees (none by default).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Networks (`10.0.0.0/8`, `192.0.2.7`, `::1`) the plugin may open TCP
+    /// or UDP sockets to; none by default. Name lookups stay off: grant
+    /// addresses.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Most calls of this plugin running at once (default: no cap of its
+    /// own beyond `runtime.max_instances`).
+    pub max_concurrent_calls: Option<u32>,
+    /// Most elements in one of the plugin's tables (default 100000).
+    #[serde(default = "default_table_elements")]
+    pub max_table_elements: u32,
+}
+
+fn default_table_elements() -> u32 {
+    100_000
 }
 
 fn default_timeout_ms() -> u64 {
@@ -409,6 +550,7 @@ impl Config {
                 self.pop3.idle_timeout_secs
             );
         }
+        self.pop3.mechanisms()?;
         if self.pop3.auth_timeout_secs == 0 {
             bail!("pop3.auth_timeout_secs must be at least 1");
         }
@@ -427,6 +569,25 @@ impl Config {
         for n in &self.server.trusted_networks {
             crate::net::guard::Network::parse(n)
                 .map_err(|e| anyhow::anyhow!("server.trusted_networks: {e}"))?;
+        }
+        for n in &self.server.proxy_trusted_networks {
+            crate::net::guard::Network::parse(n)
+                .map_err(|e| anyhow::anyhow!("server.proxy_trusted_networks: {e}"))?;
+        }
+        if self.server.proxy_trusted_networks.is_empty()
+            && let Some(l) = self.listeners.iter().find(|l| l.proxy_protocol)
+        {
+            bail!(
+                "listener {}: `proxy_protocol = true` needs server.proxy_trusted_networks \
+                 (the addresses of the proxies allowed to connect)",
+                l.address
+            );
+        }
+        if self.server.user.as_deref() == Some("") {
+            bail!("server.user must not be empty (leave it out to keep the current user)");
+        }
+        if self.server.group.is_some() && self.server.user.is_none() {
+            bail!("server.group needs server.user");
         }
         if self.runtime.max_instances < 2 {
             bail!("runtime.max_instances must be at least 2");
@@ -454,6 +615,9 @@ impl Config {
         {
             bail!("[lmtp] needs `listen` addresses or a `unix_socket`");
         }
+        if self.quota.users.contains_key("") {
+            bail!("quota.users: a user name must not be empty");
+        }
         Ok(())
     }
 }
@@ -468,6 +632,18 @@ impl PluginConfig {
         }
         if self.timeout_ms == 0 {
             bail!("{name}.timeout_ms must be at least 1");
+        }
+        if let Some(pin) = &self.sha256
+            && (pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bail!("{name}.sha256 = {pin:?}: expected 64 hex digits (see `poplar plugin check`)");
+        }
+        for n in &self.network {
+            crate::net::guard::Network::parse(n)
+                .with_context(|| format!("{name}.network: {n:?}"))?;
+        }
+        if self.max_concurrent_calls == Some(0) {
+            bail!("{name}.max_concurrent_calls must be at least 1");
         }
         if !(1..=4096).contains(&self.memory_mb) {
             bail!("{name}.memory_mb must be between 1 and 4096");
@@ -507,6 +683,7 @@ mod tests {
         let (dir, text) = with_plugins("[[listener]]\naddress = \"127.0.0.1:1110\"");
         let c = Config::parse(&text, dir.path()).unwrap();
         assert_eq!(c.listeners[0].tls, ListenerTls::Starttls);
+        assert!(!c.listeners[0].proxy_protocol);
         assert_eq!(c.pop3.idle_timeout_secs, 600);
         assert_eq!(c.pop3.plaintext_auth, PlaintextAuth::TlsOrLoopback);
         assert_eq!(c.storage.path, dir.path().join("a.wasm"));
@@ -517,6 +694,10 @@ mod tests {
     fn errors_name_the_key() {
         let cases = [
             ("[[listener]]\naddress = \"nope\"", "address"),
+            (
+                "[server]\ngroup = \"mail\"\n[[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.group needs server.user",
+            ),
             (
                 "[[listener]]\naddress = \"127.0.0.1:1\"\nbogus = 1",
                 "bogus",
@@ -534,12 +715,69 @@ mod tests {
                 "[[listener]]\naddress = \"127.0.0.1:1\"\n[pop3]\nexpire = \"soon\"",
                 "expire",
             ),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:1\"\nproxy_protocol = true",
+                "proxy_trusted_networks",
+            ),
+            (
+                "[server]\nproxy_trusted_networks = [\"10.0.0.0/40\"]\n\
+                 [[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.proxy_trusted_networks",
+            ),
         ];
         for (extra, key) in cases {
             let (dir, text) = with_plugins(extra);
             let e = format!("{:#}", Config::parse(&text, dir.path()).unwrap_err());
             assert!(e.contains(key), "{key:?} not in {e}");
         }
+    }
+
+    #[test]
+    fn quota_defaults_and_overrides() {
+        let (dir, text) = with_plugins(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n\
+             [quota]\nmessages = 100\nbytes = 5000\n\
+             [quota.users.alice]\nmessages = 0\n\
+             [quota.users.bob]\nbytes = 10",
+        );
+        let c = Config::parse(&text, dir.path()).unwrap();
+        let q = &c.quota;
+        assert_eq!(
+            q.limits_for("carol"),
+            QuotaLimits {
+                messages: Some(100),
+                bytes: Some(5000)
+            }
+        );
+        // 0 lifts a limit; a key left out keeps the default.
+        assert_eq!(
+            q.limits_for("alice"),
+            QuotaLimits {
+                messages: None,
+                bytes: Some(5000)
+            }
+        );
+        assert_eq!(q.limits_for("bob").bytes, Some(10));
+        assert_eq!(q.limits_for("bob").messages, Some(100));
+        // No [quota]: unlimited.
+        let (dir, text) = with_plugins("[[listener]]\naddress = \"127.0.0.1:1\"");
+        let c = Config::parse(&text, dir.path()).unwrap();
+        assert!(c.quota.limits_for("alice").is_unlimited());
+
+        let limits = QuotaLimits {
+            messages: Some(2),
+            bytes: Some(100),
+        };
+        assert_eq!(limits.refusal(1, 50, 50), None);
+        assert!(limits.refusal(2, 0, 1).unwrap().contains("2 of 2 messages"));
+        assert!(limits.refusal(0, 50, 51).unwrap().contains("100 octets"));
+        assert_eq!(QuotaLimits::default().refusal(u64::MAX, u64::MAX, 1), None);
+
+        let (dir, text) = with_plugins(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[quota.users.alice]\nmesages = 1",
+        );
+        let e = format!("{:#}", Config::parse(&text, dir.path()).unwrap_err());
+        assert!(e.contains("mesages"), "{e}");
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //!   chain, its verdicts, hot reload of filters, storage.
 //! - [`locks`]: one session per maildrop (`[IN-USE]`).
 //! - [`metrics`]: Prometheus counters and the admin listener.
+//! - [`service`]: running under systemd: socket activation, dropping root,
+//!   reloading the whole configuration on SIGHUP.
 //! - [`demo`]: the embedded default setup behind `poplar demo`.
-//! - [`operator`]: operator commands without a config: `pw hash`, `plugin check`.
+//! - [`operator`]: operator commands: `pw hash`, `plugin check`, and
+//!   `mailbox list|stats|search|expunge` through the configured plugins.
 
 pub mod config;
 pub mod deliver;
@@ -28,4 +31,5 @@ pub mod metrics;
 pub mod net;
 pub mod operator;
 pub mod plugin;
+pub mod service;
 pub use poplar_proto::pop3;

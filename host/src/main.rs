@@ -1,5 +1,5 @@
 //! The `poplar` command: serve, demo, check-config, deliver, and the
-//! operator tools (filter train, pw hash, plugin check).
+//! operator tools (filter train, pw hash, plugin check, mailbox).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,7 +12,9 @@ use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
 use poplar::net::notify::{monotonic_usec, notify};
-use poplar::operator::{check, pw};
+use poplar::operator::{check, mailbox, pw};
+use poplar::service::activation::Activation;
+use poplar::service::privileges;
 use std::sync::Arc;
 
 use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
@@ -106,6 +108,12 @@ enum Cmd {
         #[command(subcommand)]
         command: PluginCmd,
     },
+    /// Look into and clean up one user's mailbox: list, stats, search,
+    /// expunge. Exit codes follow sysexits (64 bad usage, 67 unknown user).
+    Mailbox {
+        #[command(subcommand)]
+        command: mailbox::MailboxCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +173,7 @@ enum FilterCmd {
 
 /// sysexits.h codes used by `deliver` and startup failures.
 const EX_DATAERR: u8 = 65;
+const EX_CANTCREAT: u8 = 73;
 const EX_NOUSER: u8 = 67;
 const EX_NOPERM: u8 = 77;
 const EX_SOFTWARE: u8 = 70;
@@ -198,6 +207,18 @@ fn main() -> ExitCode {
         } => return plugin_check(&file, world),
         other => other,
     };
+    // Socket activation edits the environment: read it while this is the
+    // only thread.
+    let sockets = match &command {
+        Cmd::Serve { .. } | Cmd::Demo { .. } => match Activation::from_env() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("poplar: {e:#}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        _ => Activation::none(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -210,7 +231,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match command {
-            Cmd::Serve { config } => report(serve(config).await),
+            Cmd::Serve { config } => report(serve(config, sockets).await),
             Cmd::Demo {
                 dir,
                 port,
@@ -222,7 +243,7 @@ fn main() -> ExitCode {
                     tls: tls_port,
                     lmtp: lmtp_port,
                 };
-                report(demo(dir, ports).await)
+                report(demo(dir, ports, sockets).await)
             }
             Cmd::CheckConfig { config } => match check_config(&config).await {
                 Ok(()) => {
@@ -249,6 +270,7 @@ fn main() -> ExitCode {
                         ham,
                     },
             } => report(train(config, plugin, spam, ham).await),
+            Cmd::Mailbox { command } => mailbox::run(command).await,
             Cmd::Pw { .. } | Cmd::Plugin { .. } => unreachable!("handled above"),
         }
     })
@@ -339,13 +361,15 @@ fn report(r: Result<()>) -> ExitCode {
     }
 }
 
-async fn serve(config: PathBuf) -> Result<()> {
+async fn serve(config_path: PathBuf, sockets: Activation) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Installed before anything is announced, so an early SIGHUP reloads
     // instead of killing the process (the default action).
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let config = Config::load(&config)?;
-    let server = Server::bind(config).await?;
+    let config = Config::load(&config_path)?;
+    let server = Server::bind(config, sockets).await?;
+    let live = server.live();
+    privileges::check_reloadable(&config_path, &live.current().config);
     // Tests and scripts read these lines to find the ports.
     for addr in server.lmtp_addrs() {
         println!("lmtp listening on {addr}");
@@ -358,13 +382,23 @@ async fn serve(config: PathBuf) -> Result<()> {
     }
     tracing::info!("Poplar {} ready", env!("CARGO_PKG_VERSION"));
     notify("READY=1\nSTATUS=Serving POP3");
-    let deliverer = server.deliverer();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading filters");
+            tracing::info!("SIGHUP: reloading the configuration");
             notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-            deliverer.chain.reload_all().await;
-            notify("READY=1\nSTATUS=Serving POP3");
+            match live.reload(&config_path).await {
+                Ok(()) => notify("READY=1\nSTATUS=Serving POP3"),
+                Err(e) => {
+                    tracing::error!(
+                        config = %config_path.display(),
+                        "reload refused, the previous configuration keeps serving: {e:#}"
+                    );
+                    notify(&format!(
+                        "READY=1\nSTATUS=Reload failed, serving the previous configuration: {}",
+                        status_text(&e)
+                    ));
+                }
+            }
         }
     });
     let stop = async {
@@ -372,6 +406,15 @@ async fn serve(config: PathBuf) -> Result<()> {
         tracing::info!("shutting down");
     };
     server.run(stop).await
+}
+
+/// An error as one short line for `STATUS=`.
+fn status_text(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(400)
+        .collect()
 }
 
 async fn shutdown_signal() {
@@ -392,7 +435,7 @@ fn mode_name(mode: ListenerTls) -> &'static str {
     }
 }
 
-async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
+async fn demo(dir: PathBuf, ports: DemoPorts, sockets: Activation) -> Result<()> {
     let config_path = poplar::demo::prepare(&dir, ports).await?;
     println!("Poplar demo server");
     println!("  user {DEMO_USER:?}, password {DEMO_PASSWORD:?}");
@@ -401,7 +444,7 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
         "  try: curl -k pop3s://127.0.0.1:{}/ -u {DEMO_USER}:{DEMO_PASSWORD}",
         ports.tls
     );
-    serve(config_path)
+    serve(config_path, sockets)
         .await
         .context("running the demo server (is another demo already running?)")
 }
@@ -410,6 +453,7 @@ async fn demo(dir: PathBuf, ports: DemoPorts) -> Result<()> {
 /// plugin (compiled, instantiated, and its own `validate` called).
 async fn check_config(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
+    privileges::configured(&config)?;
     if let Some(tls) = &config.tls {
         poplar::net::tls::acceptor(tls)?;
     }
@@ -475,6 +519,7 @@ async fn deliver(config: PathBuf, user: String, folder: Option<String>, from: St
     match outcome {
         Outcome::Stored { .. } | Outcome::Discarded => ExitCode::SUCCESS,
         Outcome::Rejected(why) => fail(EX_NOPERM, &format!("rejected: {why}")),
+        Outcome::OverQuota(why) => fail(EX_CANTCREAT, &format!("mailbox full ({why})")),
         Outcome::TempFailed(why) => fail(EX_TEMPFAIL, &format!("temporary failure: {why}")),
     }
 }

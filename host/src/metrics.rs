@@ -63,6 +63,8 @@ pub struct Registry {
     plugin_traps: Family,
     plugin_timeouts: Family,
     plugin_reloads: Family,
+    config_reloads: Family,
+    proxy_rejected: Family,
     plugin_calls: Mutex<BTreeMap<(String, &'static str), Histogram>>,
 }
 
@@ -107,6 +109,17 @@ impl Registry {
 
     pub fn plugin_reload(&self, plugin: &str) {
         self.plugin_reloads.add(plugin, 1);
+    }
+
+    /// A configuration reload (SIGHUP): `ok` or `failed`.
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.add(result, 1);
+    }
+
+    /// A connection to a PROXY protocol listener closed before its session
+    /// began: `untrusted`, `invalid`, `timeout`, `closed`, `io-error`.
+    pub fn proxy_rejected(&self, reason: &str) {
+        self.proxy_rejected.add(reason, 1);
     }
 
     /// One finished plugin call (successful or not).
@@ -178,6 +191,18 @@ impl Registry {
             "poplar_plugin_reloads_total",
             "plugin",
             "Plugin versions swapped in by hot reload.",
+        );
+        self.config_reloads.render(
+            &mut out,
+            "poplar_config_reloads_total",
+            "result",
+            "Configuration reloads (SIGHUP), by result.",
+        );
+        self.proxy_rejected.render(
+            &mut out,
+            "poplar_proxy_rejected_total",
+            "reason",
+            "Connections to PROXY protocol listeners closed before a session, by reason.",
         );
         let name = "poplar_plugin_call_duration_seconds";
         let _ = writeln!(
@@ -261,6 +286,7 @@ mod tests {
         r.plugin_call("auth", "verify", Duration::from_micros(300));
         r.plugin_call("auth", "verify", Duration::from_secs(2));
         r.plugin_reload("we\"ird");
+        r.config_reload("failed");
         let text = r.render();
         assert!(text.contains("poplar_connections_total 1\n"));
         assert!(text.contains("poplar_sessions_total{outcome=\"quit\"} 2\n"));
@@ -275,5 +301,6 @@ mod tests {
             "poplar_plugin_call_duration_seconds_count{plugin=\"auth\",operation=\"verify\"} 2\n"
         ));
         assert!(text.contains("poplar_plugin_reloads_total{plugin=\"we\\\"ird\"} 1\n"));
+        assert!(text.contains("poplar_config_reloads_total{result=\"failed\"} 1\n"));
     }
 }

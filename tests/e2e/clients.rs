@@ -314,7 +314,7 @@ fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
 // ---------------------------------------------------------------------------
 
 /// Fails the test, saying how to install it, if `tool` is not on the PATH.
-fn require(tool: &str, package: &str) {
+pub(crate) fn require(tool: &str, package: &str) {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path).any(|dir| {
@@ -336,7 +336,7 @@ fn other_certificate() -> (tempfile::TempDir, PathBuf) {
     (dir, cert)
 }
 
-struct Run {
+pub(crate) struct Run {
     what: String,
     status: ExitStatus,
     stdout: Vec<u8>,
@@ -344,20 +344,20 @@ struct Run {
 }
 
 impl Run {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
     /// Both outputs, for failure messages.
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         format!(
             "{} exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.what,
@@ -367,7 +367,7 @@ impl Run {
         )
     }
 
-    fn assert_success(&self) -> &Self {
+    pub(crate) fn assert_success(&self) -> &Self {
         assert!(self.status.success(), "{}", self.output());
         self
     }
@@ -390,7 +390,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHand
 
 /// Runs a client with `input` on stdin; kills it and fails the test if it
 /// has not finished by the deadline.
-fn run(what: &str, cmd: &mut Command, input: &[u8]) -> Run {
+pub(crate) fn run(what: &str, cmd: &mut Command, input: &[u8]) -> Run {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -459,13 +459,13 @@ impl Transport {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     let s = p.to_str().expect("temp paths are UTF-8");
     assert!(
         !s.contains([' ', '"', '\'', '$', '\\']),
@@ -749,7 +749,7 @@ fn poplib_plaintext_user_refused_when_tls_required() {
 // curl
 // ---------------------------------------------------------------------------
 
-fn curl(what: &str, args: &[String]) -> Run {
+pub(crate) fn curl(what: &str, args: &[String]) -> Run {
     require("curl", "curl");
     run(
         what,

@@ -39,6 +39,10 @@ pub struct Options {
     pub trust_loopback: bool,
     /// More keys for the `[server]` table.
     pub server: String,
+    /// More keys for the `[auth.config]` table.
+    pub auth_config: String,
+    /// More keys for both `[[listener]]` tables (e.g. `proxy_protocol = true`).
+    pub listener: String,
     /// Another component instead of the default auth plugin.
     pub auth_plugin: Option<PluginOverride>,
     /// Another component instead of the default storage plugin.
@@ -76,6 +80,8 @@ impl Default for Options {
             env: Vec::new(),
             trust_loopback: true,
             server: String::new(),
+            auth_config: String::new(),
+            listener: String::new(),
             auth_plugin: None,
             storage_plugin: None,
         }
@@ -110,11 +116,21 @@ impl TestServer {
     /// Starts a server over an existing folder (for restarts).
     pub fn start_in(dir: tempfile::TempDir, opts: Options) -> TestServer {
         let config = prepare(dir.path(), &opts);
-        let mut child = Command::new(POPLAR)
+        let mut command = Command::new(POPLAR);
+        command
             .args(["serve", "--config"])
             .arg(&config)
-            .env("POPLAR_LOG", "info")
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .envs(opts.env.iter().map(|(k, v)| (k, v)));
+        Self::launch(dir, command)
+    }
+
+    /// Runs `command` (a `poplar serve` prepared by the caller, e.g. with
+    /// inherited sockets) over `dir` and waits until it listens.
+    pub fn launch(dir: tempfile::TempDir, mut command: Command) -> TestServer {
+        if command.get_envs().all(|(k, _)| k != "POPLAR_LOG") {
+            command.env("POPLAR_LOG", "info");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -297,9 +313,11 @@ pub fn prepare(root: &Path, opts: &Options) -> PathBuf {
 [[listener]]
 address = "127.0.0.1:0"
 tls = "starttls"
+{listener}
 [[listener]]
 address = "127.0.0.1:0"
 tls = "implicit"
+{listener}
 [tls]
 cert = "cert.pem"
 key = "key.pem"
@@ -314,6 +332,7 @@ cache_dir = "{cache}"
 dirs = [{{ host = "etc", guest = "/etc/poplar" }}]
 [auth.config]
 file = "/etc/poplar/passwd"
+{auth_config}
 [storage]
 {storage_keys}
 dirs = [{{ host = "mail", guest = "/mail", writable = true }}]
@@ -328,6 +347,8 @@ root = "/mail"
         storage_config = opts.storage_config,
         extra = opts.extra,
         server = opts.server,
+        auth_config = opts.auth_config,
+        listener = opts.listener,
         auth_keys = opts.auth_plugin.as_ref().map_or_else(
             || format!("path = \"{PLUGIN_DIR}/auth_passwd.wasm\""),
             PluginOverride::keys
@@ -424,6 +445,15 @@ impl Client {
         }
     }
 
+    /// TLS over a connection that already carried something (a PROXY
+    /// header), trusting `cert`.
+    pub fn tls_over(tcp: TcpStream, cert: &Path) -> Client {
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client {
+            reader: BufReader::new(Box::new(tls_wrap(tcp, cert))),
+        }
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let w = self.reader.get_mut();
@@ -513,7 +543,8 @@ impl Client {
     }
 }
 
-fn tls_wrap<S: Read + Write + Send + 'static>(
+/// A TLS client stream over `sock` that trusts only `cert` (for `localhost`).
+pub fn tls_wrap<S: Read + Write + Send + 'static>(
     sock: S,
     cert: &Path,
 ) -> rustls::StreamOwned<rustls::ClientConnection, S> {

@@ -25,7 +25,8 @@ fn poplar(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A refused invocation may exit before reading its input (EPIPE).
+    let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
 }
 
@@ -500,4 +501,404 @@ fn log_format_option_is_checked() {
         b"x\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------
+// `poplar mailbox`: list, stats, search and expunge through the real plugins,
+// and the `[quota]` checked at delivery.
+
+/// Runs `poplar mailbox VERB USER ARGS --config <the server's config>`.
+fn mailbox(s: &TestServer, verb: &str, user: &str, args: &[&str]) -> Output {
+    let config = s.dir.path().join("poplar.toml");
+    let mut all = vec!["mailbox", verb, user, "--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    poplar(&all, b"")
+}
+
+/// `poplar mailbox ... --json`, which must succeed: the document.
+fn mailbox_json(s: &TestServer, verb: &str, user: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = mailbox(s, verb, user, &all);
+    assert!(
+        out.status.success(),
+        "{verb} {args:?}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+/// The UIDLs `poplar mailbox search` finds (exit 1 when none).
+fn search_uids(s: &TestServer, args: &[&str]) -> Vec<String> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = mailbox(s, "search", "alice", &all);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{args:?}: {}", text(&out.stderr)));
+    let uids: Vec<String> = doc["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["uid"].as_str().unwrap().to_string())
+        .collect();
+    let want = if uids.is_empty() { 1 } else { 0 };
+    assert_eq!(out.status.code(), Some(want), "{args:?}");
+    uids
+}
+
+const INVOICE: &str = "1700000001.M1P1.test";
+const LUNCH: &str = "1700000002.M1P1.test";
+const BIG: &str = "1700000003.M1P1.test";
+
+/// alice's inbox: an invoice from Bob (2023), a lunch note with an encoded
+/// sender and a folded subject (2024), and a large undated message whose
+/// file is from 2020 with a needle near its end.
+fn mailbox_fixture() -> TestServer {
+    let s = TestServer::start();
+    let md = s.maildir("alice");
+    crate::harness::put_message(
+        &md,
+        "new",
+        INVOICE,
+        b"From: Bob Builder <bob@example.org>\r\n\
+          Subject: Invoice 42\r\n\
+          Date: Tue, 14 Nov 2023 22:13:21 +0000\r\n\
+          \r\n\
+          Please pay the INVOICE by Friday.\r\n",
+    );
+    crate::harness::put_message(
+        &md,
+        "cur",
+        &format!("{LUNCH}:2,S"),
+        "From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.org>\n\
+         Subject: Lunch\n tomorrow?\n\
+         X-Mailer: Pigeon 2.0\n\
+         Date: Fri, 1 Mar 2024 09:00:00 +0100 (CET)\n\
+         \n\
+         See you at noon.\n"
+            .as_bytes(),
+    );
+    let mut big = b"From: carol@example.org\nSubject: logs\n\n".to_vec();
+    while big.len() < 300_000 {
+        big.extend_from_slice(b"2020-01-01 00:00:00 nothing happened here\n");
+    }
+    big.extend_from_slice(b"and then a NEEDLE\n");
+    crate::harness::put_message(&md, "cur", &format!("{BIG}:2,S"), &big);
+    let jan_2020 = std::time::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+    std::fs::File::options()
+        .write(true)
+        .open(md.join("cur").join(format!("{BIG}:2,S")))
+        .unwrap()
+        .set_modified(jan_2020)
+        .unwrap();
+    s
+}
+
+#[test]
+fn mailbox_list_and_stats() {
+    let s = mailbox_fixture();
+    let out = mailbox(&s, "list", "alice", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(lines[0].starts_with("#  UIDL"), "{table}");
+    assert!(
+        lines[1].starts_with(&format!("1  {INVOICE}"))
+            && lines[1].contains("2023-11-14 22:13")
+            && lines[1].contains("Invoice 42"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("2024-03-01 08:00") && lines[2].contains("Renée <renee@example.org>"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("Lunch tomorrow?"),
+        "folding undone: {table}"
+    );
+    assert!(lines[4].starts_with("3 messages ("), "{table}");
+
+    let doc = mailbox_json(&s, "list", "alice", &[]);
+    let msgs = doc["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0]["uid"], INVOICE);
+    assert_eq!(msgs[1]["number"], 2);
+    assert_eq!(msgs[1]["subject"], "Lunch tomorrow?");
+    assert_eq!(msgs[2]["date"], serde_json::Value::Null);
+    assert_eq!(doc["folder"], serde_json::Value::Null);
+
+    let out = mailbox(&s, "stats", "alice", &[]);
+    let stats = text(&out.stdout);
+    assert!(stats.contains("messages   3 (no limit)"), "{stats}");
+    assert!(stats.contains("quota      no quota"), "{stats}");
+    let doc = mailbox_json(&s, "stats", "alice", &[]);
+    assert_eq!(doc["messages"], 3);
+    let stored: u64 = msgs
+        .iter()
+        .map(|m| m["stored_size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(doc["stored_octets"], stored);
+    assert_eq!(doc["quota"]["messages"], serde_json::Value::Null);
+
+    // An empty folder, and a user the auth plugin does not know.
+    let doc = mailbox_json(&s, "list", "alice", &["--folder", "Junk"]);
+    assert_eq!(doc["messages"].as_array().unwrap().len(), 0);
+    let out = mailbox(&s, "list", "nobody", &[]);
+    assert_eq!(out.status.code(), Some(67), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unknown user \"nobody\""));
+    // A configuration that does not load.
+    let out = poplar(
+        &["mailbox", "stats", "alice", "--config", "/nonexistent.toml"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(78));
+}
+
+#[test]
+fn mailbox_search_criteria() {
+    let s = mailbox_fixture();
+    assert_eq!(search_uids(&s, &["--from", "BOB"]), [INVOICE]);
+    assert_eq!(search_uids(&s, &["--from", "renée"]), [LUNCH]);
+    assert_eq!(search_uids(&s, &["--subject", "lunch TOMORROW"]), [LUNCH]);
+    assert_eq!(search_uids(&s, &["--header", "x-mailer:pigeon"]), [LUNCH]);
+    assert_eq!(search_uids(&s, &["--header", "X-Mailer:"]), [LUNCH]);
+    assert_eq!(search_uids(&s, &["--body", "invoice"]), [INVOICE]);
+    assert_eq!(search_uids(&s, &["--body", "needle"]), [BIG]);
+    // Dates: the Date field, else the file's time (2020 for the big one).
+    assert_eq!(search_uids(&s, &["--since", "2024-01-01"]), [LUNCH]);
+    assert_eq!(search_uids(&s, &["--before", "2024-01-01"]), [INVOICE, BIG]);
+    assert_eq!(
+        search_uids(
+            &s,
+            &["--since", "2023-11-14T22:13:21Z", "--before", "2023-11-15"]
+        ),
+        [INVOICE]
+    );
+    assert_eq!(search_uids(&s, &["--larger", "100K"]), [BIG]);
+    assert_eq!(search_uids(&s, &["--smaller", "100K"]), [INVOICE, LUNCH]);
+    // Criteria are ANDed.
+    assert_eq!(
+        search_uids(&s, &["--header", "X-Mailer:pigeon", "--body", "noon"]),
+        [LUNCH]
+    );
+    assert!(search_uids(&s, &["--header", "X-Mailer:pigeon", "--body", "invoice"]).is_empty());
+    assert!(search_uids(&s, &["--body", "no such text anywhere"]).is_empty());
+
+    // The table for people, and its exit code when nothing matches.
+    let out = mailbox(&s, "search", "alice", &["--subject", "invoice"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("1 message ("),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = mailbox(&s, "search", "alice", &["--subject", "nothing like it"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("0 messages (0 octets) in alice's inbox"));
+
+    // Bad criteria are usage errors (64) that say what is wrong.
+    for (args, needle) in [
+        (
+            &["--since", "2024-13-45"][..],
+            "--since \"2024-13-45\": not a date",
+        ),
+        (&["--before", "last tuesday"][..], "--before"),
+        (&["--larger", "huge"][..], "--larger \"huge\": not a size"),
+        (&["--header", "no colon"][..], "NAME:TEXT"),
+    ] {
+        let out = mailbox(&s, "search", "alice", args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn mailbox_expunge_then_pop3_sees_the_rest() {
+    let s = mailbox_fixture();
+    let md = s.maildir("alice");
+    let before = crate::harness::maildir_files(&md);
+    assert_eq!(before.len(), 3);
+
+    // Refusals remove nothing.
+    let out = mailbox(&s, "expunge", "alice", &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let out = mailbox(&s, "expunge", "alice", &["--all", "--from", "bob"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let out = mailbox(&s, "expunge", "alice", &["--uid", INVOICE, "no-such-uidl"]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no-such-uidl"));
+    let out = mailbox(&s, "expunge", "alice", &["--since", "soon"]);
+    assert_eq!(out.status.code(), Some(64));
+    // A dry run shows what would go.
+    let out = mailbox(&s, "expunge", "alice", &["--from", "bob", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains(INVOICE), "{shown}");
+    assert!(shown.contains("dry run: would expunge 1 message from alice's inbox"));
+    assert_eq!(crate::harness::maildir_files(&md), before);
+
+    // By UIDL, then by criteria.
+    let out = mailbox(&s, "expunge", "alice", &["--uid", INVOICE]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("expunged 1 message from alice's inbox"));
+    let doc = mailbox_json(&s, "expunge", "alice", &["--subject", "lunch"]);
+    assert_eq!(doc["deleted"], 1);
+    assert_eq!(doc["dry_run"], false);
+    assert_eq!(doc["messages"][0]["uid"], LUNCH);
+
+    // POP3 sees only the big message.
+    let mut c = s.login("alice", "alice-pw");
+    let stat = c.ok("STAT");
+    assert!(stat.starts_with("+OK 1 "), "{stat}");
+    c.ok("UIDL");
+    assert_eq!(
+        text(&c.multiline()),
+        format!("1 {BIG}\r\n"),
+        "only the big message is left"
+    );
+    c.ok("RETR 1");
+    assert!(text(&c.multiline()).ends_with("and then a NEEDLE\r\n"));
+    c.ok("QUIT");
+    assert_eq!(crate::harness::maildir_files(&md).len(), 1);
+
+    // --all empties the mailbox.
+    let out = mailbox(&s, "expunge", "alice", &["--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(crate::harness::maildir_files(&md).is_empty());
+}
+
+/// `poplar deliver --user USER` with `message`; its output.
+fn deliver_raw(s: &TestServer, user: &str, message: &[u8]) -> Output {
+    let config = s.dir.path().join("poplar.toml");
+    poplar(
+        &[
+            "deliver",
+            "--config",
+            config.to_str().unwrap(),
+            "--user",
+            user,
+        ],
+        message,
+    )
+}
+
+/// `GET /metrics` on the admin listener.
+fn metrics(addr: std::net::SocketAddr) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn quota_refuses_delivery_when_the_mailbox_is_full() {
+    let opts = crate::delivery::lmtp_config(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [quota]\nmessages = 100\nbytes = 0\n\
+         [quota.users.alice]\nmessages = 2\n\
+         [quota.users.frank]\nbytes = 700\n",
+    );
+    let s = TestServer::start_with(opts);
+    let mut lmtp = crate::delivery::lmtp_tcp(&s);
+    for n in 1..=2 {
+        let replies = lmtp.send_mail("a@example.org", &["alice@x"], &format!("Subject: {n}\n\nx"));
+        assert_eq!(replies, ["250 2.0.0 <alice@x> Saved\r\n"]);
+    }
+    let full = crate::harness::maildir_files(&s.maildir("alice"));
+    assert_eq!(full.len(), 2);
+
+    // The third is refused for alice only, permanently, with 5.2.2.
+    let replies = lmtp.send_mail("a@example.org", &["alice@x", "bob@x"], "Subject: 3\n\nx");
+    assert_eq!(
+        replies,
+        [
+            "552 5.2.2 <alice@x> Mailbox full\r\n",
+            "250 2.0.0 <bob@x> Saved\r\n"
+        ]
+    );
+    assert_eq!(crate::harness::maildir_files(&s.maildir("alice")), full);
+    // `poplar deliver` exits 73 (EX_CANTCREAT) and says why.
+    let out = deliver_raw(&s, "alice", b"Subject: 4\n\nx\n");
+    assert_eq!(out.status.code(), Some(73), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("mailbox full (2 of 2 messages)"));
+    assert_eq!(crate::harness::maildir_files(&s.maildir("alice")), full);
+    // POP3 still shows the two messages.
+    let mut c = s.login("alice", "alice-pw");
+    assert!(c.ok("STAT").starts_with("+OK 2 "));
+    c.ok("QUIT");
+
+    // stats shows usage against the quota.
+    let stats = text(&mailbox(&s, "stats", "alice", &[]).stdout);
+    assert!(stats.contains("messages   2 of 2 (100%)"), "{stats}");
+    assert!(stats.contains("full: new mail is refused"), "{stats}");
+    let doc = mailbox_json(&s, "stats", "alice", &[]);
+    assert_eq!(doc["quota"]["messages"], 2);
+    assert_eq!(doc["quota"]["octets"], serde_json::Value::Null);
+    assert_eq!(doc["full"], true);
+    let doc = mailbox_json(&s, "stats", "bob", &[]);
+    assert_eq!(doc["quota"]["messages"], 100, "the default applies");
+    assert_eq!(doc["full"], false);
+
+    // The octet limit counts what the message would add.
+    let body = format!("Subject: big\n\n{}\n", "y".repeat(300));
+    let replies = lmtp.send_mail("a@example.org", &["frank@x"], &body);
+    assert_eq!(replies, ["250 2.0.0 <frank@x> Saved\r\n"]);
+    let replies = lmtp.send_mail("a@example.org", &["frank@x"], &body);
+    assert_eq!(replies, ["552 5.2.2 <frank@x> Mailbox full\r\n"]);
+    assert_eq!(crate::harness::maildir_files(&s.maildir("frank")).len(), 1);
+    let stats = text(&mailbox(&s, "stats", "frank", &[]).stdout);
+    assert!(
+        stats.contains("octets     ") && stats.contains(" of 700 ("),
+        "{stats}"
+    );
+
+    // Room made by an expunge lets mail in again.
+    let out = mailbox(&s, "expunge", "alice", &["--subject", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replies = lmtp.send_mail("a@example.org", &["alice@x"], "Subject: 5\n\nx");
+    assert_eq!(replies, ["250 2.0.0 <alice@x> Saved\r\n"]);
+
+    let body = metrics(s.admin.expect("the admin listener"));
+    assert!(
+        body.contains("poplar_deliveries_total{verdict=\"over-quota\"} 2\n"),
+        "{body}"
+    );
+}
+
+#[test]
+fn mailbox_search_through_another_storage_plugin() {
+    // The hostile test storage: its own naive search for alice, a trap for
+    // the user `panic`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(
+        dir.path().join("etc/passwd"),
+        format!("{PASSWD}panic:{{PLAIN}}pw\n"),
+    )
+    .unwrap();
+    let s = TestServer::start_in(
+        dir,
+        Options {
+            storage_plugin: Some(crate::harness::PluginOverride {
+                path: Path::new(PLUGIN_DIR).join("hostile_storage.wasm"),
+                timeout_ms: 300,
+                memory_mb: 32,
+            }),
+            ..Options::default()
+        },
+    );
+    assert_eq!(search_uids(&s, &["--body", "SECOND message"]), ["uid-two"]);
+    assert_eq!(search_uids(&s, &["--from", "a@example"]), ["uid-one"]);
+    let out = mailbox(&s, "search", "panic", &["--body", "x"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("poplar mailbox search: plugin storage trapped"),
+        "{err}"
+    );
 }

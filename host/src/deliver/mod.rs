@@ -6,8 +6,9 @@
 //! Per recipient: the recipient's local part is resolved by the auth plugin;
 //! the filters see the message as a read-only resource (later filters also
 //! see the header fields earlier ones added); their verdicts are combined
-//! (see [`chain`]); the message is stored with `Return-Path`,
-//! `Delivered-To` and the filters' header fields prepended.
+//! (see [`chain`]); the mailbox's `[quota]` is checked against its listing;
+//! the message is stored with `Return-Path`, `Delivered-To` and the
+//! filters' header fields prepended.
 
 pub mod chain;
 pub use poplar_proto::lmtp;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::config::Config;
+use crate::config::{Config, QuotaConfig};
 use crate::metrics::METRICS;
 use crate::plugin::auth::UserLookup;
 use crate::plugin::filter::Envelope;
@@ -35,6 +36,9 @@ pub enum Outcome {
     Discarded,
     /// Refused for good (LMTP 5xx).
     Rejected(String),
+    /// Refused for good because the mailbox is at its `[quota]` (LMTP
+    /// `552 5.2.2`); the text says which limit, for the log only.
+    OverQuota(String),
     /// Not stored now; the MTA should retry (LMTP 4xx).
     TempFailed(String),
 }
@@ -46,6 +50,8 @@ impl Outcome {
             Outcome::Stored { .. } => format!("250 2.0.0 <{address}> Saved"),
             Outcome::Discarded => format!("250 2.0.0 <{address}> Accepted and discarded"),
             Outcome::Rejected(why) => format!("550 5.7.1 <{address}> {}", one_line(why)),
+            // RFC 3463 5.2.2: mailbox full. The sender learns no numbers.
+            Outcome::OverQuota(_) => format!("552 5.2.2 <{address}> Mailbox full"),
             Outcome::TempFailed(why) => format!("451 4.3.0 <{address}> {}", one_line(why)),
         };
         format!("{line}\r\n").into_bytes()
@@ -72,6 +78,7 @@ pub struct Deliverer {
     storage: Arc<StoragePlugin>,
     pub chain: Arc<Chain>,
     pub max_message_size: u64,
+    quota: QuotaConfig,
 }
 
 impl Deliverer {
@@ -84,12 +91,24 @@ impl Deliverer {
         storage: Arc<StoragePlugin>,
     ) -> Result<Arc<Deliverer>> {
         let chain = Arc::new(Chain::load(config, runtime).await?);
-        Ok(Arc::new(Deliverer {
+        Ok(Deliverer::with_chain(config, auth, storage, chain))
+    }
+
+    /// A delivery path over a chain already loaded (a configuration reload
+    /// whose filters did not change keeps its chain).
+    pub fn with_chain(
+        config: &Config,
+        auth: Arc<AuthPlugin>,
+        storage: Arc<StoragePlugin>,
+        chain: Arc<Chain>,
+    ) -> Arc<Deliverer> {
+        Arc::new(Deliverer {
             auth,
             storage,
             chain,
             max_message_size: config.delivery.max_message_size,
-        }))
+            quota: config.quota.clone(),
+        })
     }
 
     /// Resolves a recipient's local part to a principal.
@@ -139,6 +158,7 @@ impl Deliverer {
                 Outcome::Stored { .. } => "stored",
                 Outcome::Discarded => "discarded",
                 Outcome::Rejected(_) => "rejected",
+                Outcome::OverQuota(_) => "over-quota",
                 Outcome::TempFailed(_) => "tempfailed",
             });
             tracing::info!(
@@ -163,6 +183,9 @@ impl Deliverer {
             folder,
         };
         loop {
+            if let Some(refused) = self.check_quota(&mailbox, msg.size()).await {
+                return refused;
+            }
             match self.storage.deliver(&mailbox, msg).await {
                 Ok(Ok(key)) => {
                     return Outcome::Stored {
@@ -190,6 +213,43 @@ impl Deliverer {
             }
         }
     }
+
+    /// Checks `mailbox` against its user's `[quota]` before a message of
+    /// `incoming` octets is stored: `Some` outcome if it must not be. A
+    /// listing that fails for now tempfails the message (the MTA retries)
+    /// rather than let it past the limit; a permanent listing failure is
+    /// left to the delivery itself to report.
+    async fn check_quota(&self, mailbox: &Mailbox, incoming: u64) -> Option<Outcome> {
+        let limits = self.quota.limits_for(&mailbox.user);
+        if limits.is_unlimited() {
+            return None;
+        }
+        let busy = || {
+            Some(Outcome::TempFailed(
+                "Mailbox temporarily unavailable".into(),
+            ))
+        };
+        let entries = match self.storage.list(mailbox).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(StorageError::Temporary(why))) => {
+                tracing::warn!(user = %mailbox.user, "quota check: listing failed: {why}");
+                return busy();
+            }
+            Ok(Err(StorageError::Permanent(_) | StorageError::NotFound(_))) => return None,
+            Err(_) => return busy(),
+        };
+        let bytes = entries
+            .iter()
+            .map(|e| e.stored_size)
+            .fold(0u64, u64::saturating_add);
+        let why = limits.refusal(entries.len() as u64, bytes, incoming)?;
+        tracing::info!(
+            user = %mailbox.user,
+            folder = ?mailbox.folder,
+            "mailbox over quota: {why}"
+        );
+        Some(Outcome::OverQuota(why))
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +265,10 @@ mod tests {
         assert_eq!(
             Outcome::TempFailed(String::new()).lmtp_reply("a@b"),
             b"451 4.3.0 <a@b> Refused\r\n"
+        );
+        assert_eq!(
+            Outcome::OverQuota("3 of 3 messages".into()).lmtp_reply("a@b"),
+            b"552 5.2.2 <a@b> Mailbox full\r\n"
         );
         assert!(
             Outcome::Stored {

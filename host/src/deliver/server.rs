@@ -49,20 +49,25 @@ impl LmtpListener {
         }
     }
 
-    /// Accepts connections forever.
-    pub async fn run(self, deliverer: Arc<Deliverer>, config: LmtpConfig) {
+    /// Accepts connections forever. `current` gives the delivery path and
+    /// settings for each new connection (they change when the configuration
+    /// is reloaded; a connection keeps the ones it started with).
+    pub async fn run<F>(self, current: F)
+    where
+        F: Fn() -> (Arc<Deliverer>, LmtpConfig) + Send + Sync + 'static,
+    {
         loop {
             match &self {
                 LmtpListener::Tcp(l) => match l.accept().await {
                     Ok((s, peer)) => {
-                        let (d, c) = (deliverer.clone(), config.clone());
+                        let (d, c) = current();
                         tokio::spawn(async move { serve(s, peer.to_string(), d, c).await });
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 LmtpListener::Unix(l, _) => match l.accept().await {
                     Ok((s, _)) => {
-                        let (d, c) = (deliverer.clone(), config.clone());
+                        let (d, c) = current();
                         tokio::spawn(async move { serve(s, String::new(), d, c).await });
                     }
                     Err(e) => accept_failed(e).await,

@@ -19,6 +19,8 @@ use crate::plugin::auth::{Decision, Login, Peer, Secret, SecretKind, SecretLooku
 use crate::plugin::storage::{Entry as StorageEntry, Mailbox, StorageError};
 use crate::pop3::encode::MessageEncoder;
 use crate::pop3::reply::{Code, err_code};
+use crate::pop3::scram::Verifier;
+use crate::pop3::session;
 use crate::pop3::session::{
     AuthOutcome, AuthRequest, Entry, MaildropError, Phase, SecretOutcome, StorageFailure,
 };
@@ -110,12 +112,13 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
         std::process::id(),
         shared.config.server.hostname
     );
-    let session = Session::new(
+    let mut session = Session::new(
         shared.session_config.clone(),
         stream.is_tls(),
         plaintext_without_tls,
         timestamp,
     );
+    session.set_channel_binding(stream.tls_exporter());
     let mut conn = Connection {
         shutdown: shared.shutdown.clone(),
         shared,
@@ -209,6 +212,13 @@ impl Connection {
         loop {
             action = match action {
                 Action::Reply(bytes) => {
+                    // A challenge-response exchange (SCRAM) fails here,
+                    // on the client's last message.
+                    if self.session.take_auth_failure() {
+                        METRICS.login("failed");
+                        tracing::info!(peer = %self.peer, "login failed: challenge-response did not verify");
+                        self.delay_failed_login().await;
+                    }
                     self.output.extend_from_slice(&bytes);
                     if self.output.len() >= WRITE_HIGH_WATER {
                         self.flush().await.map_err(|_| End::Io)?;
@@ -223,8 +233,8 @@ impl Connection {
                     self.penalise_failure().await;
                     next
                 }
-                Action::LookupSecret { user } => {
-                    let outcome = self.lookup_secret(user).await;
+                Action::LookupSecret { user, kind } => {
+                    let outcome = self.lookup_secret(user, kind).await;
                     let next = self.session.on_secret(outcome);
                     self.penalise_failure().await;
                     next
@@ -254,7 +264,8 @@ impl Connection {
                     let handshake = self.stream.start_tls(&acceptor);
                     match tokio::time::timeout(self.shared.auth_timeout, handshake).await {
                         Ok(Ok(())) => {
-                            self.session.on_tls_started();
+                            let binding = self.stream.tls_exporter();
+                            self.session.on_tls_started(binding);
                             return Ok(None);
                         }
                         _ => return Err(End::Io),
@@ -272,9 +283,12 @@ impl Connection {
     /// After a failed login, waits the address's penalty before the answer
     /// goes out (nothing else of this session happens meanwhile).
     async fn penalise_failure(&mut self) {
-        if !self.session.take_auth_failure() {
-            return;
+        if self.session.take_auth_failure() {
+            self.delay_failed_login().await;
         }
+    }
+
+    async fn delay_failed_login(&mut self) {
         let delay = self.shared.guard.failed_login(self.peer.ip());
         if !delay.is_zero() {
             tracing::info!(peer = %self.peer, penalty_ms = delay.as_millis() as u64, "delaying the answer to a failed login");
@@ -355,27 +369,52 @@ impl Connection {
         }
     }
 
-    async fn lookup_secret(&mut self, user: String) -> SecretOutcome {
+    /// Asks the auth plugin for a stored secret: a clear-text password for
+    /// APOP; for SCRAM a verifier, or failing that a clear-text password
+    /// (from which the session derives one).
+    async fn lookup_secret(&mut self, user: String, kind: session::SecretKind) -> SecretOutcome {
         let user = self.take_folder(user);
         let peer = self.peer_info();
-        match self
-            .shared
-            .auth
-            .lookup_secret(&user, SecretKind::Plaintext, &peer)
-            .await
-        {
-            Ok(SecretLookup::Found((Secret::Plaintext(secret), principal))) => {
-                SecretOutcome::Found { secret, principal }
+        let auth = self.shared.auth.clone();
+        let mut asked = match kind {
+            session::SecretKind::Plaintext => SecretKind::Plaintext,
+            session::SecretKind::ScramSha256 => SecretKind::ScramSha256,
+        };
+        loop {
+            match auth.lookup_secret(&user, asked, &peer).await {
+                Ok(SecretLookup::Found((Secret::Plaintext(secret), principal))) => {
+                    return SecretOutcome::Found {
+                        secret: session::Secret::Plaintext(secret),
+                        principal,
+                    };
+                }
+                Ok(SecretLookup::Found((Secret::ScramSha256(v), principal)))
+                    if kind == session::SecretKind::ScramSha256 =>
+                {
+                    return SecretOutcome::Found {
+                        secret: session::Secret::ScramSha256(Verifier {
+                            salt: v.salt,
+                            iterations: v.iterations,
+                            stored_key: v.stored_key,
+                            server_key: v.server_key,
+                        }),
+                        principal,
+                    };
+                }
+                Ok(SecretLookup::Found(_)) | Ok(SecretLookup::Unavailable) => {
+                    if asked == SecretKind::ScramSha256 {
+                        asked = SecretKind::Plaintext;
+                        continue;
+                    }
+                    tracing::info!(peer = %self.peer, user = %user.escape_debug(), ?kind, "login failed: no usable stored secret for this mechanism");
+                    return SecretOutcome::Unavailable;
+                }
+                Ok(SecretLookup::TempFail(reason)) => {
+                    tracing::warn!(peer = %self.peer, "auth temporarily failed: {reason}");
+                    return SecretOutcome::TempFail;
+                }
+                Err(_) => return SecretOutcome::TempFail,
             }
-            Ok(SecretLookup::Found(_)) | Ok(SecretLookup::Unavailable) => {
-                tracing::info!(peer = %self.peer, user = %user.escape_debug(), "APOP failed: no clear-text secret available");
-                SecretOutcome::Unavailable
-            }
-            Ok(SecretLookup::TempFail(reason)) => {
-                tracing::warn!(peer = %self.peer, "auth temporarily failed: {reason}");
-                SecretOutcome::TempFail
-            }
-            Err(_) => SecretOutcome::TempFail,
         }
     }
 

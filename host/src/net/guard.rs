@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -88,7 +88,8 @@ struct State {
 /// Per-address defences shared by all connections.
 #[derive(Debug)]
 pub struct Guard {
-    config: GuardConfig,
+    /// Replaced as a whole when the configuration is reloaded.
+    config: RwLock<Arc<GuardConfig>>,
     state: Mutex<State>,
 }
 
@@ -114,9 +115,22 @@ impl Drop for ConnectionSlot {
 impl Guard {
     pub fn new(config: GuardConfig) -> Arc<Guard> {
         Arc::new(Guard {
-            config,
+            config: RwLock::new(Arc::new(config)),
             state: Mutex::new(State::default()),
         })
+    }
+
+    fn config(&self) -> Arc<GuardConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// New limits and trusted networks (a configuration reload). Counts,
+    /// penalties and LOGIN-DELAY records are kept.
+    pub fn reconfigure(&self, config: GuardConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,7 +138,7 @@ impl Guard {
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.config.trusted.iter().any(|n| n.contains(ip))
+        self.config().trusted.iter().any(|n| n.contains(ip))
     }
 
     /// Admits a connection from `ip`, or `None` if it already has the
@@ -133,7 +147,7 @@ impl Guard {
         let trusted = self.is_trusted(ip);
         let mut state = self.lock();
         let n = state.connections.entry(ip).or_insert(0);
-        if !trusted && *n >= self.config.max_connections_per_ip {
+        if !trusted && *n >= self.config().max_connections_per_ip {
             return None;
         }
         *n += 1;
@@ -146,7 +160,7 @@ impl Guard {
     /// Records a failed login from `ip`; returns how long to wait before
     /// answering it.
     pub fn failed_login(&self, ip: IpAddr) -> Duration {
-        let base = self.config.failed_login_delay;
+        let base = self.config().failed_login_delay;
         if base.is_zero() || self.is_trusted(ip) {
             return Duration::ZERO;
         }
@@ -267,5 +281,23 @@ mod tests {
         assert!(g.too_soon("alice", d));
         assert!(!g.too_soon("bob", d));
         assert!(!g.too_soon("alice", Duration::ZERO));
+    }
+
+    #[test]
+    fn reconfigure_keeps_counts() {
+        let g = guard(&[]);
+        let addr = ip("198.51.100.7");
+        let _a = g.admit(addr).unwrap();
+        let _b = g.admit(addr).unwrap();
+        assert!(g.admit(addr).is_none());
+        g.reconfigure(GuardConfig {
+            max_connections_per_ip: 3,
+            trusted: vec![Network::parse("203.0.113.0/24").unwrap()],
+            failed_login_delay: Duration::from_secs(1),
+        });
+        let _c = g.admit(addr).unwrap();
+        assert!(g.admit(addr).is_none(), "the two open ones still count");
+        assert_eq!(g.failed_login(ip("203.0.113.1")), Duration::ZERO);
+        assert_eq!(g.failed_login(addr).as_secs(), 1);
     }
 }

@@ -22,6 +22,21 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The RFC 9266 `tls-exporter` channel binding value, for TLS 1.3 only
+    /// (RFC 9266 §3: with TLS 1.2 it is unsafe without extended master
+    /// secret, so SCRAM-SHA-256-PLUS is not offered there).
+    pub fn tls_exporter(&self) -> Option<Vec<u8>> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let conn = tls.get_ref().1;
+        if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .ok()
+    }
+
     /// Runs the server side of a TLS handshake on a plain stream.
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         match std::mem::replace(self, Stream::Upgrading) {

@@ -112,6 +112,8 @@ pub struct Lent<W> {
     pub store: Store<PluginState>,
     pub world: W,
     _slot: OwnedSemaphorePermit,
+    /// The plugin's own concurrency permit, held during a call.
+    call_permit: Option<OwnedSemaphorePermit>,
     /// The call under way, for the duration metric.
     call: (&'static str, Instant),
 }
@@ -140,6 +142,8 @@ pub struct Plugin<W: World> {
     runtime: Arc<Runtime>,
     pre: W::Pre,
     idle: Mutex<Vec<Lent<W>>>,
+    /// `max_concurrent_calls`, if the plugin has its own cap.
+    calls: Option<Arc<tokio::sync::Semaphore>>,
     /// The first 12 hex digits of the component file's SHA-256.
     version: String,
 }
@@ -162,6 +166,15 @@ impl<W: World> Plugin<W> {
                 .context("compiler task failed")?
                 .with_context(|| format!("plugin {name}"))?
         };
+        if let Some(pin) = &config.sha256
+            && !pin.eq_ignore_ascii_case(&digest)
+        {
+            anyhow::bail!(
+                "plugin {name}: {} has SHA-256 {digest}, but the config pins {pin}; \
+                 refusing to load it",
+                config.path.display()
+            );
+        }
         let mut linker = Linker::new(&runtime.engine);
         W::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
@@ -184,6 +197,9 @@ impl<W: World> Plugin<W> {
             runtime: runtime.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
+            calls: config
+                .max_concurrent_calls
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
             version: digest[..12].to_string(),
         });
         let mut first = plugin
@@ -214,12 +230,25 @@ impl<W: World> Plugin<W> {
     /// `operation` (a WIT function name, for metrics).
     pub async fn lend(&self, operation: &'static str) -> Result<Lent<W>, PluginError> {
         let started = Instant::now();
+        let call_permit = match &self.calls {
+            Some(calls) => Some(
+                tokio::time::timeout(SLOT_WAIT, calls.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .ok_or_else(|| PluginError::Busy {
+                        plugin: self.info.name.clone(),
+                    })?,
+            ),
+            None => None,
+        };
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut lent = match idle {
             Some(l) => l,
             None => self.instantiate(operation).await?,
         };
         lent.call = (operation, started);
+        lent.call_permit = call_permit;
         self.arm(&mut lent.store);
         Ok(lent)
     }
@@ -260,11 +289,13 @@ impl<W: World> Plugin<W> {
             store,
             world,
             _slot: slot,
+            call_permit: None,
             call: (operation, Instant::now()),
         })
     }
 
-    fn give_back(&self, lent: Lent<W>) {
+    fn give_back(&self, mut lent: Lent<W>) {
+        lent.call_permit = None;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.runtime.idle_per_plugin {
             idle.push(lent);

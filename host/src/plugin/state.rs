@@ -11,6 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::auth::poplar::plugin::{host, types};
 use crate::config::PluginConfig;
+use crate::net::guard::Network;
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 2048;
@@ -30,6 +31,8 @@ pub struct PluginInfo {
     pub flat: Vec<(String, String)>,
     /// `config` as a TOML document for `host.config-toml`.
     pub toml: String,
+    /// The networks granted by `network` (validated with the config).
+    pub networks: Arc<Vec<Network>>,
 }
 
 impl PluginInfo {
@@ -38,11 +41,17 @@ impl PluginInfo {
         flatten("", &config.config, &mut flat);
         flat.sort();
         let toml = toml::to_string(&config.config).unwrap_or_default();
+        let networks = config
+            .network
+            .iter()
+            .filter_map(|n| Network::parse(n).ok())
+            .collect();
         PluginInfo {
             name: name.to_string(),
             config,
             flat,
             toml,
+            networks: Arc::new(networks),
         }
     }
 }
@@ -81,11 +90,28 @@ impl PluginState {
         let stderr = GuestStderr::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
-        // Nothing is ambient: no env, no args, no network, no stdin. Only
-        // granted directories.
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        // Nothing is ambient: no args, no stdin, no name lookups; only the
+        // granted directories, environment variables and networks.
+        for (k, v) in &info.config.env {
+            wasi.env(k, v);
+        }
+        let networks = info.networks.clone();
+        let granted = !networks.is_empty();
+        wasi.allow_tcp(granted)
+            .allow_udp(granted)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(move |addr, used| {
+                use wasmtime_wasi::sockets::SocketAddrUse as Use;
+                let ok = match used {
+                    // The implicit bind to an ephemeral port before a
+                    // connect; never a chosen local address or port.
+                    Use::TcpBind | Use::UdpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    // No servers inside plugins.
+                    Use::TcpListen | Use::TcpAccept => false,
+                    _ => networks.iter().any(|n| n.contains(addr.ip())),
+                };
+                Box::pin(async move { ok })
+            });
         wasi.max_random_size(64 * 1024);
         for d in &info.config.dirs {
             let perms = if d.writable {
@@ -107,7 +133,7 @@ impl PluginState {
             .instances(64)
             .tables(64)
             .memories(8)
-            .table_elements(100_000)
+            .table_elements(info.config.max_table_elements as usize)
             .trap_on_grow_failure(true)
             .build();
         Ok(PluginState {

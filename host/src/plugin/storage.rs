@@ -3,7 +3,7 @@
 pub use super::bindings::auth::poplar::plugin::types::Mailbox;
 use super::bindings::storage::StoragePlugin as StorageWorld;
 pub use super::bindings::storage::exports::poplar::plugin::storage::{
-    CommitReport, Entry, StorageError,
+    CommitReport, Entry, HeaderMatch, SearchCriteria, StorageError,
 };
 use super::message::HostMessage;
 use super::pool::{Plugin, PluginError};
@@ -54,6 +54,22 @@ impl Plugin<StorageWorld> {
             .world
             .poplar_plugin_storage()
             .call_commit(&mut lent.store, mbox, keys)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Finds the messages that match `criteria`: their keys, in listing
+    /// order (operator commands; POP3 sessions do not search).
+    pub async fn search(
+        &self,
+        mbox: &Mailbox,
+        criteria: &SearchCriteria,
+    ) -> Result<Result<Vec<String>, StorageError>, PluginError> {
+        let mut lent = self.lend("search").await?;
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_search(&mut lent.store, mbox, criteria)
             .await;
         self.settle(lent, r)
     }

@@ -28,6 +28,8 @@ pub struct Config {
     pub default_scheme: Scheme,
     /// Lowercase login names (and the file's user names) before comparing.
     pub lowercase_user: bool,
+    /// Bearer-token checking for OAUTHBEARER/XOAUTH2, if configured.
+    pub oauth: Option<crate::oauth::OAuthConfig>,
 }
 
 impl Config {
@@ -37,8 +39,16 @@ impl Config {
         let mut file = None;
         let mut default_scheme = Scheme::Crypt;
         let mut lowercase_user = false;
+        let mut oauth_secret = None;
+        let mut oauth_issuer = None;
+        let mut oauth_audience = None;
+        let mut oauth_user_claim = "sub".to_string();
         for (key, value) in pairs {
             match key.as_str() {
+                "oauth_hs256_secret" => oauth_secret = Some(value.as_bytes().to_vec()),
+                "oauth_issuer" => oauth_issuer = Some(value.clone()),
+                "oauth_audience" => oauth_audience = Some(value.clone()),
+                "oauth_user_claim" => oauth_user_claim = value.clone(),
                 "file" => file = Some(PathBuf::from(value)),
                 "default_scheme" => {
                     default_scheme = value
@@ -56,10 +66,26 @@ impl Config {
         let file = file
             .filter(|f| !f.as_os_str().is_empty())
             .ok_or("config: `file` (path of the passwd-file) is required")?;
+        let oauth = match oauth_secret {
+            Some(secret) if secret.len() >= 32 => Some(crate::oauth::OAuthConfig {
+                secret,
+                issuer: oauth_issuer,
+                audience: oauth_audience,
+                user_claim: oauth_user_claim,
+            }),
+            Some(_) => {
+                return Err("config: oauth_hs256_secret must be at least 32 bytes".into());
+            }
+            None if oauth_issuer.is_some() || oauth_audience.is_some() => {
+                return Err("config: oauth_issuer/oauth_audience need oauth_hs256_secret".into());
+            }
+            None => None,
+        };
         Ok(Config {
             file,
             default_scheme,
             lowercase_user,
+            oauth,
         })
     }
 
@@ -129,9 +155,39 @@ impl Backend {
         }
     }
 
+    /// Decides a bearer-token login: the token must be valid and name a
+    /// user of the passwd-file (the one the client named, if it did).
+    fn verify_token(&mut self, config: &Config, login: Login<'_>, log: Log<'_>) -> Decision {
+        let deny = |why: &str| Decision::Deny(why.to_owned());
+        let Some(oauth) = &config.oauth else {
+            return deny("OAuth mechanisms are not configured (oauth_hs256_secret)");
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let named = match crate::oauth::validate(oauth, login.credential, now) {
+            Ok(user) => config.normalize(&user),
+            Err(why) => return Decision::Deny(why),
+        };
+        if !login.user.is_empty() && config.normalize(login.user) != named {
+            return deny("token is for another user");
+        }
+        if !valid_user(&named) {
+            return deny("invalid user name in token");
+        }
+        match self.entry(config, &named, log) {
+            Ok(Some(entry)) => Decision::Allow(entry.user.clone()),
+            Ok(None) => deny("token names an unknown user"),
+            Err(why) => Decision::TempFail(why),
+        }
+    }
+
     /// Decides one login attempt.
     pub fn verify(&mut self, config: &Config, login: Login<'_>, log: Log<'_>) -> Decision {
         let deny = |why: &str| Decision::Deny(why.to_owned());
+        if matches!(login.mechanism, "OAUTHBEARER" | "XOAUTH2") {
+            return self.verify_token(config, login, log);
+        }
         if !matches!(login.mechanism, "USER" | "PLAIN" | "LOGIN") {
             return deny("mechanism unsupported by auth-passwd");
         }
@@ -381,12 +437,57 @@ frank:abhfCpXqd4GrI
                 allow("alice")
             );
         }
-        for mech in ["OAUTHBEARER", "XOAUTH2", "CRAM-MD5"] {
+        assert_eq!(
+            f.verify_with("alice", "CRAM-MD5", "wonderland", ""),
+            deny("mechanism unsupported by auth-passwd")
+        );
+        // Without oauth_hs256_secret, tokens (even the password) are refused.
+        for mech in ["OAUTHBEARER", "XOAUTH2"] {
             assert_eq!(
                 f.verify_with("alice", mech, "wonderland", ""),
-                deny("mechanism unsupported by auth-passwd")
+                deny("OAuth mechanisms are not configured (oauth_hs256_secret)")
             );
         }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        let mut f = Fixture::new(&[("oauth_hs256_secret", KEY), ("oauth_audience", "pop")]);
+        let token = |sub: &str| {
+            crate::oauth::tests::sign(
+                KEY.as_bytes(),
+                &format!(r#"{{"sub":"{sub}","aud":"pop","exp":4102444800}}"#),
+            )
+        };
+        for mech in ["OAUTHBEARER", "XOAUTH2"] {
+            assert_eq!(
+                f.verify_with("alice", mech, &token("alice"), ""),
+                allow("alice")
+            );
+            assert_eq!(f.verify_with("", mech, &token("alice"), ""), allow("alice"));
+            assert_eq!(
+                f.verify_with("bob", mech, &token("alice"), ""),
+                deny("token is for another user")
+            );
+            assert_eq!(
+                f.verify_with("", mech, &token("nobody"), ""),
+                deny("token names an unknown user")
+            );
+            assert_eq!(
+                f.verify_with("alice", mech, "wonderland", ""),
+                deny("token is not a JWS compact serialization")
+            );
+        }
+        let pairs = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            Config::from_pairs(&pairs(&[("file", "/p"), ("oauth_hs256_secret", "short")])).is_err()
+        );
+        assert!(Config::from_pairs(&pairs(&[("file", "/p"), ("oauth_issuer", "x")])).is_err());
     }
 
     #[test]

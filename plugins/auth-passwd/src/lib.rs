@@ -11,6 +11,10 @@
 //! | `file`           | required  | path of the passwd-file inside the preopened directory, e.g. `/etc/poplar/passwd` |
 //! | `default_scheme` | `"CRYPT"` | scheme of passwords written without a `{SCHEME}` prefix |
 //! | `lowercase_user` | `false`   | lowercase login names and the file's user names before comparing |
+//! | `oauth_hs256_secret` | unset | enables OAUTHBEARER/XOAUTH2: the HS256 key (≥ 32 bytes) shared with the token issuer |
+//! | `oauth_issuer`   | unset     | required `iss` claim |
+//! | `oauth_audience` | unset     | required `aud` claim (or member of it) |
+//! | `oauth_user_claim` | `"sub"` | the claim that names the user (e.g. `email`) |
 //!
 //! Other keys are refused (every call temp-fails until they are fixed). The
 //! file is parsed once and re-read when its size or modification time
@@ -28,12 +32,16 @@
 //! - `SCRAM-SHA-256` (`<iterations>,<salt>,<stored key>,<server key>`)
 //!
 //! Mechanisms `USER`, `PLAIN` and `LOGIN` are checked here; `lookup-secret`
-//! hands out `PLAIN` passwords (for APOP) and `SCRAM-SHA-256` verifiers.
+//! hands out `PLAIN` passwords (for APOP and SCRAM) and `SCRAM-SHA-256`
+//! verifiers. `OAUTHBEARER` and `XOAUTH2` tokens are refused unless
+//! `oauth_hs256_secret` is set; then they must be HS256 JSON Web Tokens
+//! naming a user of the file (see `oauth.rs`).
 
 wit_bindgen::generate!({ path: "../../wit", world: "auth-plugin" });
 
 pub mod backend;
 pub mod cache;
+pub mod oauth;
 pub mod passwd;
 pub mod scheme;
 #[cfg(test)]

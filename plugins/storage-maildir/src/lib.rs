@@ -20,6 +20,17 @@
 //!     `uidl_format` expanded. Messages are listed in Dovecot's POP3 order
 //!     (`O` field, then UID). Messages missing from the uidlist (or with an
 //!     invalid UIDL there) get the `poplar` UIDL and come last.
+//!     The uidlist is only read, never written: mail delivered or deleted by
+//!     Poplar leaves it as Dovecot left it. Lines that cannot be parsed are
+//!     skipped (logged at debug level with the first bad line's number); a
+//!     UIDL that repeats an earlier message's (a `P` field can) is replaced
+//!     by the message's `poplar` UIDL. The uidlist is looked for in the
+//!     Maildir itself: a Dovecot `mail_location` with `CONTROL=` elsewhere
+//!     must have its `dovecot-uidlist` files copied into the Maildirs.
+//!     Sizes are computed as for `poplar` (Dovecot's uidlist `W` is not
+//!     used), so they equal Dovecot's LIST sizes except for a message whose
+//!     last line has no line ending: Poplar counts the CRLF that both
+//!     servers send after it, Dovecot does not.
 //! - `uidl_format` (default `"%08Xu%08Xv"`, Dovecot's default): Dovecot 2.x
 //!   `pop3_uidl_format` syntax with `%u` (UID), `%v` (UIDVALIDITY), `%f`
 //!   (base file name), `%g` (the `G` field, else the base name, as Dovecot),
@@ -48,13 +59,18 @@
 //!   fsyncs it, renames it to `new/<unique>,S=<octets>,W=<crlf octets>` and
 //!   fsyncs `new/`. A folder is created on first delivery, with Maildir++'s
 //!   `maildirfolder` marker.
+//! - Search (`poplar mailbox search`) reads the messages in place, in
+//!   chunks: header fields decoded (folding, RFC 2047), body text raw and,
+//!   for messages up to 8 MiB, in decoded MIME text parts; the date is the
+//!   `Date:` field, else the file's modification time. See [`search`].
 //! - No state is kept between calls.
 
 pub mod maildir;
+pub mod search;
 
 wit_bindgen::generate!({ path: "../../wit", world: "storage-plugin" });
 
-use exports::poplar::plugin::storage::{CommitReport, Entry, Guest, StorageError};
+use exports::poplar::plugin::storage::{CommitReport, Entry, Guest, SearchCriteria, StorageError};
 use maildir::{Config, Error, Maildir};
 use poplar::plugin::host::{self, Level};
 use poplar::plugin::message::Message;
@@ -137,6 +153,27 @@ impl Guest for Plugin {
 
     fn deliver(mbox: Mailbox, msg: &Message) -> Result<String, StorageError> {
         with_maildir(&mbox, |md| md.deliver(|offset, len| msg.read(offset, len)))
+    }
+
+    fn search(mbox: Mailbox, criteria: SearchCriteria) -> Result<Vec<String>, StorageError> {
+        let criteria = search::Criteria {
+            headers: criteria
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.contains))
+                .collect(),
+            body: criteria.body,
+            since: criteria.since,
+            before: criteria.before,
+            larger: criteria.larger,
+            smaller: criteria.smaller,
+        };
+        Ok(search::search(
+            &config()?,
+            &mbox.user,
+            mbox.folder.as_deref(),
+            &criteria,
+        )?)
     }
 }
 

@@ -2,7 +2,7 @@
 //! plugin bindings: everything here works on a `std::path::Path` and is
 //! tested natively. See the crate docs for the behaviour it implements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -223,7 +223,25 @@ impl Maildir {
         }
         // Base names are unique here, so this order is total.
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(sorted.into_iter().map(|(_, entry)| entry).collect())
+
+        // UIDLs must be unique (the host refuses a listing that repeats
+        // one). Only a dovecot-uidlist can make two equal (a `P` field equal
+        // to another message's UIDL); the first in the listing keeps it.
+        let mut seen = HashSet::with_capacity(sorted.len());
+        let mut out = Vec::with_capacity(sorted.len());
+        for ((_, _, base), mut entry) in sorted {
+            if !seen.insert(entry.uid.clone()) {
+                let replacement = unused_uid(&base, &seen);
+                self.log(&format!(
+                    "UIDL {:?} of {} repeats an earlier one, using {replacement:?}",
+                    entry.uid, entry.key
+                ));
+                entry.uid = replacement;
+                seen.insert(entry.uid.clone());
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     fn read_uidlist(&self) -> Result<Option<UidList>> {
@@ -234,8 +252,17 @@ impl Maildir {
             Err(e) => return Err(io_err("cannot read", &path, e)),
         };
         let list = parse_uidlist(&text);
-        if list.is_none() {
-            self.log(&format!("{}: unknown format, ignored", path.display()));
+        match &list {
+            None => self.log(&format!("{}: unknown format, ignored", path.display())),
+            Some(UidList {
+                skipped,
+                first_skipped: Some((line, why)),
+                ..
+            }) => self.log(&format!(
+                "{}: skipped {skipped} malformed line(s); first: line {line}: {why}",
+                path.display()
+            )),
+            Some(_) => {}
         }
         Ok(list)
     }
@@ -559,6 +586,19 @@ pub fn poplar_uid(base: &str) -> String {
     }
 }
 
+/// A UIDL for the message with base name `base` that is not in `used`:
+/// its poplar UIDL, else `h` and a hash of the base name and a counter.
+fn unused_uid(base: &str, used: &HashSet<String>) -> String {
+    let own = poplar_uid(base);
+    if !used.contains(&own) {
+        return own;
+    }
+    (1u64..)
+        .map(|n| format!("h{:016x}", fnv1a64(format!("{base}#{n}").as_bytes())))
+        .find(|uid| !used.contains(uid))
+        .unwrap_or(own) // unreachable: `used` is finite
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -613,6 +653,17 @@ struct UidList {
     validity: u64,
     /// Keyed by base name.
     records: HashMap<String, UidRecord>,
+    /// Lines that could not be parsed and were skipped.
+    skipped: usize,
+    /// The first of them: its line number (1-based) and what is wrong.
+    first_skipped: Option<(usize, &'static str)>,
+}
+
+impl UidList {
+    fn skip(&mut self, line: usize, why: &'static str) {
+        self.skipped += 1;
+        self.first_skipped.get_or_insert((line, why));
+    }
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -625,7 +676,8 @@ struct UidRecord {
 
 impl UidRecord {
     /// Dovecot's POP3 order: messages with an `O` number first, by that
-    /// number, then the others by UID.
+    /// number, then the others by UID (`O0` counts as no number, as in
+    /// Dovecot's sort).
     fn rank(&self) -> (u8, u64, u64) {
         match self.pop3_order {
             Some(order) => (0, order, self.uid),
@@ -637,7 +689,8 @@ impl UidRecord {
 /// Parses `dovecot-uidlist`: version 3 (`3 V<validity> N<next> ...`, lines
 /// `<uid> [<key><value> ...] :<filename>`), or versions 1 and 2
 /// (`1 <validity> <next>`, lines `<uid> [<flags>] <filename>`). `None` if
-/// the header is not recognised; bad lines are skipped.
+/// the header is not recognised. Bad lines are skipped and counted in
+/// `skipped`; nothing in the text makes this panic.
 fn parse_uidlist(text: &str) -> Option<UidList> {
     let mut lines = text.lines();
     let mut header = lines.next()?.split_ascii_whitespace();
@@ -650,11 +703,22 @@ fn parse_uidlist(text: &str) -> Option<UidList> {
         "1" | "2" => list.validity = header.next()?.parse().ok()?,
         _ => return None,
     }
-    for line in lines {
+    for (index, line) in lines.enumerate() {
+        let number = index + 2;
+        if line.trim().is_empty() {
+            continue;
+        }
         let Some((uid, rest)) = line.split_once(' ') else {
+            list.skip(number, "no file name");
             continue;
         };
-        let Ok(uid) = uid.parse() else { continue };
+        let uid = match uid.parse::<u64>() {
+            Ok(uid) if uid > 0 && uid <= u64::from(u32::MAX) => uid,
+            _ => {
+                list.skip(number, "the UID is not a number from 1 to 2^32-1");
+                continue;
+            }
+        };
         let mut rec = UidRecord {
             uid,
             ..UidRecord::default()
@@ -664,26 +728,37 @@ fn parse_uidlist(text: &str) -> Option<UidList> {
                 Some(filename) => ("", filename),
                 None => match rest.split_once(" :") {
                     Some(parts) => parts,
-                    None => continue,
+                    None => {
+                        list.skip(number, "no ':' before the file name");
+                        continue;
+                    }
                 },
             };
             for field in fields.split_ascii_whitespace() {
-                let (key, value) = field.split_at(1);
+                let mut chars = field.chars();
+                let key = chars.next();
+                let value = chars.as_str();
                 match key {
-                    "P" => rec.pop3_uidl = Some(value.to_string()),
-                    "O" => rec.pop3_order = value.parse().ok(),
-                    "G" => rec.guid = Some(value.to_string()),
-                    _ => {}
+                    Some('P') => rec.pop3_uidl = Some(value.to_string()),
+                    Some('O') => rec.pop3_order = value.parse().ok().filter(|&o| o > 0),
+                    Some('G') => rec.guid = Some(value.to_string()).filter(|g| !g.is_empty()),
+                    _ => {} // W, S and future extensions
                 }
             }
             filename
         } else {
-            match rest.split_ascii_whitespace().last() {
-                Some(filename) => filename,
-                None => continue,
-            }
+            rest.split_ascii_whitespace().last().unwrap_or("")
         };
-        list.records.insert(base_name(filename).to_string(), rec);
+        let base = base_name(filename);
+        if base.is_empty() {
+            list.skip(number, "empty file name");
+            continue;
+        }
+        if list.records.contains_key(base) {
+            list.skip(number, "the file is listed twice");
+            continue;
+        }
+        list.records.insert(base.to_string(), rec);
     }
     Some(list)
 }
@@ -975,8 +1050,115 @@ mod tests {
             Some("")
         );
         assert_eq!(list.records["1700000004.M1P1.h"].pop3_order, Some(1));
+        assert_eq!(
+            (list.skipped, list.first_skipped),
+            (1, Some((7, "no file name")))
+        );
         assert!(parse_uidlist("9 V1\n").is_none());
+        assert!(parse_uidlist("3 N5 G00\n").is_none()); // no UIDVALIDITY
         assert!(parse_uidlist("").is_none());
+    }
+
+    #[test]
+    fn uidlist_malformed_lines_are_skipped() {
+        let text = "3 V7 N9\n\
+                    1 :1.a\n\
+                    \n\
+                    x :2.a\n\
+                    0 :3.a\n\
+                    99999999999 :4.a\n\
+                    5 W10 5.a\n\
+                    6 \u{e9}t\u{e9} \u{e9} P\u{e9} :6.a\n\
+                    7 :\n\
+                    8 :1.a:2,S\n\
+                    9 O0 Ox O :9.a\n\
+                    10 :10.a:2,S\r\n";
+        let list = parse_uidlist(text).unwrap();
+        assert_eq!(list.skipped, 6);
+        assert_eq!(
+            list.first_skipped,
+            Some((4, "the UID is not a number from 1 to 2^32-1"))
+        );
+        let mut names: Vec<&str> = list.records.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["1.a", "10.a", "6.a", "9.a"]);
+        assert_eq!(list.records["1.a"].uid, 1); // the first of the two
+        assert_eq!(list.records["6.a"].pop3_uidl.as_deref(), Some("\u{e9}"));
+        assert_eq!(list.records["9.a"].pop3_order, None);
+        assert_eq!(list.records["9.a"].rank(), (1, 9, 0));
+    }
+
+    #[test]
+    fn uidlist_parser_never_panics() {
+        // Random lines over an alphabet of the format's own pieces, with
+        // multi-byte characters where a field key would be.
+        let pieces = [
+            "3",
+            " ",
+            "V",
+            "N",
+            "G",
+            ":",
+            "P",
+            "O",
+            "W",
+            "S",
+            "1",
+            "0",
+            "\n",
+            "\u{e9}",
+            "\u{1F600}",
+            ":2,",
+            "99999999999999999999999",
+            "\r",
+            "\0",
+            "x",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut text = String::from(if next().is_multiple_of(3) {
+                "1 5 6\n"
+            } else {
+                "3 V5 N6\n"
+            });
+            for _ in 0..next() % 40 {
+                text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let _ = parse_uidlist(&text);
+            let _ = parse_uidlist(&text[text.find('\n').map_or(0, |i| i + 1)..]);
+        }
+    }
+
+    #[test]
+    fn repeated_uidls_are_made_unique() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // Message 2's migrated UIDL equals the one Dovecot's format gives 1,
+        // and message 3's equals the base name of a message not listed.
+        put(
+            root,
+            "dovecot-uidlist",
+            b"3 V1 N4\n1 :1.a\n2 P0000000100000001 :2.a\n3 P4.a :3.a\n",
+        );
+        for name in ["cur/1.a:2,S", "cur/2.a:2,S", "new/3.a", "new/4.a"] {
+            put(root, name, b"x\n");
+        }
+        let md = dovecot(root).open("u", None).unwrap();
+        let uids: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
+        assert_eq!(uids[0], "0000000100000001");
+        assert_eq!(uids[1], "2.a");
+        assert_eq!(uids[2], "4.a");
+        assert!(uids[3].starts_with('h') && uids[3].len() == 17, "{uids:?}");
+        assert!(uids.iter().all(|u| valid_uidl(u)));
+        // Stable from one listing to the next.
+        let again: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
+        assert_eq!(again, uids);
     }
 
     #[test]

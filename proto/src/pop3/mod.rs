@@ -6,6 +6,7 @@ pub mod command;
 pub mod encode;
 pub mod line;
 pub mod reply;
+pub mod scram;
 pub mod session;
 
 pub use line::{Line, LineBuffer};

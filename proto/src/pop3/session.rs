@@ -10,13 +10,16 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::command::{Command, parse};
 use super::encode::MessageEncoder;
 use super::line::Line;
 use super::reply::{Code, err, err_code, multi, ok};
+use super::scram::{ClientFirst, Exchange, ScramError, Verifier};
 
 /// Longest command line, counting CRLF (RFC 2449 §4).
 pub const MAX_COMMAND_LINE: usize = 255;
@@ -37,6 +40,81 @@ pub struct SessionConfig {
     pub login_delay: Option<u32>,
     /// `EXPIRE` capability value (`NEVER` or a number of days), if any.
     pub expire: Option<String>,
+    /// The SASL mechanisms offered.
+    pub mechanisms: Mechanisms,
+    /// A server-wide random secret: SCRAM server nonces and the salts
+    /// made up for unknown users derive from it. Make it with a CSPRNG at
+    /// startup.
+    pub secret: [u8; 32],
+}
+
+/// Which SASL mechanisms a listener offers (RFC 5034). Mechanisms that
+/// reveal a password or token (PLAIN, LOGIN, OAUTHBEARER, XOAUTH2) follow
+/// the plaintext policy like USER/PASS; SCRAM is offered on any
+/// connection; SCRAM-SHA-256-PLUS only over TLS 1.3, where `tls-exporter`
+/// channel binding exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mechanisms {
+    pub plain: bool,
+    pub login: bool,
+    pub scram_sha256: bool,
+    pub scram_sha256_plus: bool,
+    pub oauthbearer: bool,
+    pub xoauth2: bool,
+}
+
+impl Default for Mechanisms {
+    /// PLAIN and LOGIN, which every password backend can verify.
+    fn default() -> Self {
+        Mechanisms {
+            plain: true,
+            login: true,
+            scram_sha256: false,
+            scram_sha256_plus: false,
+            oauthbearer: false,
+            xoauth2: false,
+        }
+    }
+}
+
+impl Mechanisms {
+    /// Every mechanism name this server implements.
+    pub const ALL: [&'static str; 6] = [
+        "PLAIN",
+        "LOGIN",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-256-PLUS",
+        "OAUTHBEARER",
+        "XOAUTH2",
+    ];
+
+    /// None enabled.
+    pub fn none() -> Self {
+        Mechanisms {
+            plain: false,
+            login: false,
+            scram_sha256: false,
+            scram_sha256_plus: false,
+            oauthbearer: false,
+            xoauth2: false,
+        }
+    }
+
+    /// Enables a mechanism by its (case-insensitive) name; false if this
+    /// server does not implement it.
+    pub fn enable(&mut self, name: &str) -> bool {
+        let flag = match name.to_ascii_uppercase().as_str() {
+            "PLAIN" => &mut self.plain,
+            "LOGIN" => &mut self.login,
+            "SCRAM-SHA-256" => &mut self.scram_sha256,
+            "SCRAM-SHA-256-PLUS" => &mut self.scram_sha256_plus,
+            "OAUTHBEARER" => &mut self.oauthbearer,
+            "XOAUTH2" => &mut self.xoauth2,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
 }
 
 /// One message of the maildrop as the session sees it.
@@ -55,9 +133,12 @@ pub struct Entry {
 /// A login request for the auth plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRequest {
+    /// The user name; empty for an OAUTHBEARER login that named no user
+    /// (the token says who it is).
     pub user: String,
-    /// `USER`, `PLAIN` or `LOGIN`.
+    /// `USER`, `PLAIN`, `LOGIN`, `OAUTHBEARER` or `XOAUTH2`.
     pub mechanism: &'static str,
+    /// The password, or the bearer token.
     pub credential: String,
     pub authzid: String,
 }
@@ -70,10 +151,27 @@ pub enum AuthOutcome {
     TempFail,
 }
 
-/// What the auth plugin answered to a secret lookup (APOP).
+/// Which stored secret a challenge mechanism needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// The clear-text password (APOP).
+    Plaintext,
+    /// A SCRAM-SHA-256 verifier; a clear-text password will do too (the
+    /// session derives a verifier from it).
+    ScramSha256,
+}
+
+/// A stored secret handed over by the auth plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Plaintext(String),
+    ScramSha256(Verifier),
+}
+
+/// What the auth plugin answered to a secret lookup (APOP, SCRAM).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretOutcome {
-    Found { secret: String, principal: String },
+    Found { secret: Secret, principal: String },
     Unavailable,
     TempFail,
 }
@@ -103,9 +201,9 @@ pub enum Action {
     Reply(Vec<u8>),
     /// Ask the auth plugin, then call [`Session::on_auth`].
     Verify(AuthRequest),
-    /// Ask the auth plugin for the user's clear-text secret, then call
+    /// Ask the auth plugin for the user's stored secret, then call
     /// [`Session::on_secret`].
-    LookupSecret { user: String },
+    LookupSecret { user: String, kind: SecretKind },
     /// Lock the maildrop and list it, then call [`Session::on_maildrop`].
     OpenMaildrop { principal: String },
     /// Send `head`, then the message `key` through `encoder`.
@@ -152,7 +250,40 @@ pub struct Stats {
 enum Sasl {
     Plain,
     LoginUser,
-    LoginPass { user: String },
+    LoginPass {
+        user: String,
+    },
+    /// Waiting for the SCRAM client-first message.
+    ScramFirst {
+        plus: bool,
+    },
+    /// Waiting for the SCRAM client-final message.
+    ScramFinal {
+        exchange: Box<Exchange>,
+        principal: String,
+    },
+    /// The proof was good and server-final sent; waiting for the client's
+    /// empty response (RFC 5034 §4: `+OK` carries no data).
+    ScramVerified {
+        principal: String,
+    },
+    OAuth {
+        xoauth2: bool,
+    },
+    /// The token was refused and the error challenge sent; waiting for the
+    /// client's dummy response (RFC 7628 §3.2.3).
+    OAuthRefused,
+}
+
+/// Work the session asked the network layer for and is waiting on.
+#[derive(Debug)]
+enum Pending {
+    /// An APOP digest waiting for the clear-text secret.
+    Apop(String),
+    /// A SCRAM client-first message waiting for the verifier.
+    Scram { first: ClientFirst },
+    /// An OAuth token being verified (a refusal gets an error challenge).
+    OAuth { xoauth2: bool },
 }
 
 #[derive(Debug)]
@@ -162,8 +293,8 @@ enum State {
         user: Option<String>,
         /// A SASL exchange in progress.
         sasl: Option<Sasl>,
-        /// An APOP digest waiting for the secret lookup.
-        apop_digest: Option<String>,
+        /// Work asked for and not yet answered.
+        pending: Option<Pending>,
     },
     Transaction(Maildrop),
     /// QUIT was given; waiting for the commit result.
@@ -219,6 +350,10 @@ pub struct Session {
     last_command: Option<&'static str>,
     /// A login attempt just failed (for the failed-login penalty).
     auth_failed: bool,
+    /// The TLS connection's `tls-exporter` value (TLS 1.3 only).
+    channel_binding: Option<Vec<u8>>,
+    /// SASL exchanges started, for distinct SCRAM nonces.
+    sasl_attempts: u32,
 }
 
 impl Session {
@@ -235,7 +370,7 @@ impl Session {
             state: State::Authorization {
                 user: None,
                 sasl: None,
-                apop_digest: None,
+                pending: None,
             },
             tls,
             plaintext_without_tls,
@@ -245,7 +380,16 @@ impl Session {
             stats: Stats::default(),
             last_command: None,
             auth_failed: false,
+            channel_binding: None,
+            sasl_attempts: 0,
         }
+    }
+
+    /// Records the connection's RFC 9266 `tls-exporter` value (32 bytes
+    /// exported with the label `EXPORTER-Channel-Binding`), for a session
+    /// that started on implicit TLS 1.3. Enables SCRAM-SHA-256-PLUS.
+    pub fn set_channel_binding(&mut self, value: Option<Vec<u8>>) {
+        self.channel_binding = value;
     }
 
     /// The greeting sent when the connection opens.
@@ -291,9 +435,13 @@ impl Session {
     /// The longest line the session accepts next, CRLF included.
     pub fn max_line(&self) -> usize {
         match self.state {
-            State::Authorization { sasl: Some(_), .. } => MAX_SASL_LINE,
+            State::Authorization { .. } => MAX_SASL_LINE,
             _ => MAX_COMMAND_LINE,
         }
+    }
+
+    fn in_sasl_exchange(&self) -> bool {
+        matches!(self.state, State::Authorization { sasl: Some(_), .. })
     }
 
     fn plaintext_allowed(&self) -> bool {
@@ -303,6 +451,18 @@ impl Session {
     /// Handles one line from the client.
     pub fn on_line(&mut self, line: Line) -> Action {
         let line = match line {
+            // In AUTHORIZATION lines up to MAX_SASL_LINE are read, for
+            // `AUTH mech initial-response`: RFC 5034 §4 tells clients not to
+            // send longer than 255 octets, but OAuth tokens do not fit and
+            // common clients (mpop, Thunderbird) send them anyway, as
+            // Dovecot accepts. Any other command is held to RFC 2449's 255.
+            Line::Complete(l)
+                if l.len() + 2 > MAX_COMMAND_LINE
+                    && !self.in_sasl_exchange()
+                    && !(l.len() > 5 && l[..5].eq_ignore_ascii_case(b"AUTH ")) =>
+            {
+                return self.on_line(Line::TooLong);
+            }
             Line::Complete(l) => l,
             Line::TooLong => {
                 self.bad_lines += 1;
@@ -341,7 +501,10 @@ impl Session {
         let authorization = self.phase() == Phase::Authorization;
         if authorization && self.plaintext_allowed() {
             caps.push("USER".into());
-            caps.push("SASL PLAIN LOGIN".into());
+        }
+        let mechanisms = self.offered_mechanisms();
+        if authorization && !mechanisms.is_empty() {
+            caps.push(format!("SASL {}", mechanisms.join(" ")));
         }
         caps.extend(["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from));
         if authorization && self.config.stls && !self.tls {
@@ -358,6 +521,35 @@ impl Session {
             env!("CARGO_PKG_VERSION")
         ));
         multi("Capability list follows", caps)
+    }
+
+    /// The SASL mechanisms this connection offers now.
+    fn offered_mechanisms(&self) -> Vec<&'static str> {
+        let m = self.config.mechanisms;
+        let clear = self.plaintext_allowed();
+        let plus = self.channel_binding.is_some();
+        [
+            ("PLAIN", m.plain && clear),
+            ("LOGIN", m.login && clear),
+            ("SCRAM-SHA-256", m.scram_sha256),
+            ("SCRAM-SHA-256-PLUS", m.scram_sha256_plus && plus),
+            ("OAUTHBEARER", m.oauthbearer && clear),
+            ("XOAUTH2", m.xoauth2 && clear),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+
+    /// A fresh, unpredictable SCRAM server nonce: distinct per connection
+    /// (the APOP timestamp is) and per attempt.
+    fn scram_nonce(&mut self) -> String {
+        self.sasl_attempts += 1;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.config.secret).expect("HMAC takes any key length");
+        mac.update(self.timestamp.as_bytes());
+        mac.update(&self.sasl_attempts.to_be_bytes());
+        B64.encode(&mac.finalize().into_bytes()[..18])
     }
 
     fn quit(&mut self) -> Action {
@@ -392,9 +584,11 @@ impl Session {
 
     fn authorization(&mut self, cmd: Command) -> Action {
         let plaintext_ok = self.plaintext_allowed();
+        let offered = self.offered_mechanisms();
+        let m = self.config.mechanisms;
         let State::Authorization {
             user,
-            apop_digest,
+            pending,
             sasl,
         } = &mut self.state
         else {
@@ -422,30 +616,39 @@ impl Session {
                 if !self.config.apop {
                     return Action::Reply(err("APOP is not enabled"));
                 }
-                *apop_digest = Some(digest.to_ascii_lowercase());
-                Action::LookupSecret { user: name }
+                *pending = Some(Pending::Apop(digest.to_ascii_lowercase()));
+                Action::LookupSecret {
+                    user: name,
+                    kind: SecretKind::Plaintext,
+                }
             }
             Command::Auth {
                 mechanism: None, ..
-            } => {
-                if plaintext_ok {
-                    Action::Reply(multi("Supported mechanisms follow", ["PLAIN", "LOGIN"]))
-                } else {
-                    Action::Reply(multi("Supported mechanisms follow", [] as [&str; 0]))
-                }
-            }
+            } => Action::Reply(multi("Supported mechanisms follow", offered)),
             Command::Auth {
                 mechanism: Some(mech),
                 initial,
             } => {
                 *user = None;
                 let mech = mech.to_ascii_uppercase();
-                let chosen = match mech.as_str() {
-                    "PLAIN" => Sasl::Plain,
-                    "LOGIN" => Sasl::LoginUser,
-                    _ => return Action::Reply(err("Unsupported authentication mechanism")),
+                // (mechanism, enabled, needs the plaintext policy)
+                let (chosen, enabled, clear) = match mech.as_str() {
+                    "PLAIN" => (Sasl::Plain, m.plain, true),
+                    "LOGIN" => (Sasl::LoginUser, m.login, true),
+                    "SCRAM-SHA-256" => (Sasl::ScramFirst { plus: false }, m.scram_sha256, false),
+                    "SCRAM-SHA-256-PLUS" => (
+                        Sasl::ScramFirst { plus: true },
+                        offered.contains(&"SCRAM-SHA-256-PLUS"),
+                        false,
+                    ),
+                    "OAUTHBEARER" => (Sasl::OAuth { xoauth2: false }, m.oauthbearer, true),
+                    "XOAUTH2" => (Sasl::OAuth { xoauth2: true }, m.xoauth2, true),
+                    _ => (Sasl::Plain, false, false),
                 };
-                if !plaintext_ok {
+                if !enabled {
+                    return Action::Reply(err("Unsupported authentication mechanism"));
+                }
+                if clear && !plaintext_ok {
                     return Self::plaintext_refused();
                 }
                 *sasl = Some(chosen);
@@ -506,6 +709,69 @@ impl Session {
             return Action::Reply(err_code(Code::Auth, "Authentication failed"));
         };
         match mech {
+            Sasl::ScramFirst { plus } => {
+                let offered =
+                    self.channel_binding.is_some() && self.config.mechanisms.scram_sha256_plus;
+                match ClientFirst::parse(&text, plus, offered) {
+                    Ok(first) => {
+                        let user = first.user.clone();
+                        if let State::Authorization { pending, .. } = &mut self.state {
+                            *pending = Some(Pending::Scram { first });
+                        }
+                        Action::LookupSecret {
+                            user,
+                            kind: SecretKind::ScramSha256,
+                        }
+                    }
+                    Err(e) => Action::Reply(scram_refusal(&e)),
+                }
+            }
+            Sasl::ScramFinal {
+                exchange,
+                principal,
+            } => match exchange.finish(&text) {
+                Ok(server_final) => {
+                    *sasl = Some(Sasl::ScramVerified { principal });
+                    Action::Reply(format!("+ {}\r\n", B64.encode(server_final)).into_bytes())
+                }
+                Err(e) => {
+                    self.auth_failed = e == ScramError::Proof;
+                    Action::Reply(scram_refusal(&e))
+                }
+            },
+            Sasl::ScramVerified { principal } => {
+                if text.is_empty() {
+                    Action::OpenMaildrop { principal }
+                } else {
+                    Action::Reply(err_code(Code::Auth, "Expected an empty response"))
+                }
+            }
+            Sasl::OAuth { xoauth2 } => {
+                if text.is_empty() && line == b"=" && !xoauth2 {
+                    *sasl = Some(Sasl::OAuth { xoauth2 });
+                    return Action::Reply(b"+ \r\n".to_vec());
+                }
+                let parsed = if xoauth2 {
+                    parse_xoauth2(&text)
+                } else {
+                    parse_oauthbearer(&text)
+                };
+                match parsed {
+                    Some((user, token)) => {
+                        if let State::Authorization { pending, .. } = &mut self.state {
+                            *pending = Some(Pending::OAuth { xoauth2 });
+                        }
+                        Action::Verify(AuthRequest {
+                            user,
+                            mechanism: if xoauth2 { "XOAUTH2" } else { "OAUTHBEARER" },
+                            credential: token,
+                            authzid: String::new(),
+                        })
+                    }
+                    None => Action::Reply(err_code(Code::Auth, "Malformed OAuth response")),
+                }
+            }
+            Sasl::OAuthRefused => Action::Reply(err_code(Code::Auth, "Authentication failed")),
             Sasl::Plain => {
                 let parts: Vec<&str> = text.split('\0').collect();
                 if text.is_empty() && line == b"=" {
@@ -540,10 +806,30 @@ impl Session {
 
     /// The auth plugin's decision on the last [`Action::Verify`].
     pub fn on_auth(&mut self, outcome: AuthOutcome) -> Action {
+        let oauth = match &mut self.state {
+            State::Authorization { pending, .. } => match pending.take() {
+                Some(Pending::OAuth { xoauth2 }) => Some(xoauth2),
+                _ => None,
+            },
+            _ => None,
+        };
         match outcome {
             AuthOutcome::Allow { principal } => Action::OpenMaildrop { principal },
             AuthOutcome::Deny => {
                 self.auth_failed = true;
+                if let (Some(xoauth2), State::Authorization { sasl, .. }) = (oauth, &mut self.state)
+                {
+                    // RFC 7628 §3.2.2: a refused token gets an error
+                    // challenge; the client answers with a dummy response
+                    // and only then is told the exchange failed.
+                    *sasl = Some(Sasl::OAuthRefused);
+                    let status = if xoauth2 {
+                        r#"{"status":"401","schemes":"Bearer"}"#
+                    } else {
+                        r#"{"status":"invalid_token","schemes":"bearer"}"#
+                    };
+                    return Action::Reply(format!("+ {}\r\n", B64.encode(status)).into_bytes());
+                }
                 Action::Reply(err_code(Code::Auth, "Authentication failed"))
             }
             AuthOutcome::TempFail => Action::Reply(err_code(
@@ -553,17 +839,73 @@ impl Session {
         }
     }
 
-    /// The auth plugin's answer to [`Action::LookupSecret`] (APOP).
+    /// The auth plugin's answer to [`Action::LookupSecret`] (APOP, SCRAM).
     pub fn on_secret(&mut self, outcome: SecretOutcome) -> Action {
-        let digest = match &mut self.state {
-            State::Authorization { apop_digest, .. } => apop_digest.take(),
+        let pending = match &mut self.state {
+            State::Authorization { pending, .. } => pending.take(),
             _ => None,
         };
-        let Some(digest) = digest else {
-            return Action::Reply(err_code(Code::Auth, "Authentication failed"));
+        match pending {
+            Some(Pending::Apop(digest)) => self.apop_secret(digest, outcome),
+            Some(Pending::Scram { first }) => self.scram_secret(first, outcome),
+            _ => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+        }
+    }
+
+    /// Starts a SCRAM exchange with the user's verifier (or a made-up one
+    /// for a user without one, which then fails like a wrong password).
+    fn scram_secret(&mut self, first: ClientFirst, outcome: SecretOutcome) -> Action {
+        let made_up = Verifier::unmatchable(&first.user, &self.config.secret);
+        let (verifier, real, principal) = match outcome {
+            SecretOutcome::Found {
+                secret: Secret::ScramSha256(v),
+                principal,
+            } => (v, true, principal),
+            SecretOutcome::Found {
+                secret: Secret::Plaintext(pw),
+                principal,
+            } => (
+                Verifier::from_password(pw.as_bytes(), &made_up.salt, made_up.iterations),
+                true,
+                principal,
+            ),
+            SecretOutcome::Unavailable => (made_up, false, String::new()),
+            SecretOutcome::TempFail => {
+                return Action::Reply(err_code(
+                    Code::SysTemp,
+                    "Authentication is temporarily unavailable, try again later",
+                ));
+            }
         };
+        let nonce = self.scram_nonce();
+        match Exchange::new(first, verifier, real, &nonce, self.channel_binding.clone()) {
+            Ok(exchange) => {
+                let reply = format!("+ {}\r\n", B64.encode(exchange.server_first())).into_bytes();
+                if let State::Authorization { sasl, .. } = &mut self.state {
+                    *sasl = Some(Sasl::ScramFinal {
+                        exchange: Box::new(exchange),
+                        principal,
+                    });
+                }
+                Action::Reply(reply)
+            }
+            Err(e) => Action::Reply(scram_refusal(&e)),
+        }
+    }
+
+    fn apop_secret(&mut self, digest: String, outcome: SecretOutcome) -> Action {
         match outcome {
-            SecretOutcome::Found { secret, principal } => {
+            SecretOutcome::Found {
+                secret: Secret::ScramSha256(_),
+                ..
+            } => {
+                self.auth_failed = true;
+                Action::Reply(err_code(Code::Auth, "Authentication failed"))
+            }
+            SecretOutcome::Found {
+                secret: Secret::Plaintext(secret),
+                principal,
+            } => {
                 let mut h = Md5::new();
                 h.update(self.timestamp.as_bytes());
                 h.update(secret.as_bytes());
@@ -624,12 +966,15 @@ impl Session {
     }
 
     /// TLS is up after [`Action::StartTls`]: start over in AUTHORIZATION.
-    pub fn on_tls_started(&mut self) {
+    /// `channel_binding` is the `tls-exporter` value if TLS 1.3 was
+    /// negotiated (see [`Session::set_channel_binding`]).
+    pub fn on_tls_started(&mut self, channel_binding: Option<Vec<u8>>) {
         self.tls = true;
+        self.channel_binding = channel_binding;
         self.state = State::Authorization {
             user: None,
             sasl: None,
-            apop_digest: None,
+            pending: None,
         };
     }
 
@@ -726,6 +1071,55 @@ impl Session {
     }
 }
 
+/// The answer to a failed SCRAM exchange. A wrong password and an unknown
+/// user read the same; protocol errors say what was wrong.
+fn scram_refusal(e: &ScramError) -> Vec<u8> {
+    match e {
+        ScramError::Proof => err_code(Code::Auth, "Authentication failed"),
+        other => err_code(Code::Auth, &format!("Authentication failed: {other}")),
+    }
+}
+
+/// OAUTHBEARER's initial client response (RFC 7628 §3.1):
+/// `gs2-header %x01 *(key=value %x01) %x01`. Returns the user named in the
+/// GS2 header (may be empty) and the bearer token.
+fn parse_oauthbearer(text: &str) -> Option<(String, String)> {
+    let (gs2, rest) = text.split_once('\x01')?;
+    let mut gs2 = gs2.splitn(3, ',');
+    if !matches!(gs2.next()?, "n" | "y") {
+        return None;
+    }
+    let user = match gs2.next()? {
+        "" => String::new(),
+        a => a
+            .strip_prefix("a=")?
+            .replace("=2C", ",")
+            .replace("=3D", "="),
+    };
+    let token = bearer_token(rest)?;
+    Some((user, token))
+}
+
+/// XOAUTH2's client response: `user=U %x01 auth=Bearer T %x01 %x01`.
+fn parse_xoauth2(text: &str) -> Option<(String, String)> {
+    let (first, rest) = text.split_once('\x01')?;
+    let user = first.strip_prefix("user=")?.to_string();
+    let token = bearer_token(rest)?;
+    Some((user, token))
+}
+
+/// The token of the `auth=Bearer …` pair among %x01-separated key=value
+/// pairs that end with an empty one.
+fn bearer_token(pairs: &str) -> Option<String> {
+    let body = pairs.strip_suffix("\x01\x01")?;
+    body.split('\x01').find_map(|kv| {
+        let v = kv.strip_prefix("auth=")?;
+        let (scheme, token) = v.split_once(' ')?;
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+            .then(|| token.trim().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,6 +1131,8 @@ mod tests {
             stls: true,
             login_delay: None,
             expire: None,
+            mechanisms: Mechanisms::default(),
+            secret: [7; 32],
         }
     }
 
@@ -1022,7 +1418,7 @@ mod tests {
         }
         assert!(before.ends_with("\r\n.\r\n"));
         assert!(matches!(s.on_line(line("STLS")), Action::StartTls(_)));
-        s.on_tls_started();
+        s.on_tls_started(None);
         let in_tls = reply(s.on_line(line("CAPA")));
         assert!(!in_tls.contains("STLS"));
         assert!(in_tls.contains("\r\nUSER\r\n"));
@@ -1053,7 +1449,7 @@ mod tests {
         assert!(!caps.contains("USER") && !caps.contains("SASL"));
         assert!(caps.contains("STLS"));
         s.on_line(line("STLS"));
-        s.on_tls_started();
+        s.on_tls_started(None);
         assert_eq!(
             reply(s.on_line(line("USER a"))),
             "+OK Send your password\r\n"
@@ -1097,12 +1493,14 @@ mod tests {
         // RFC 1939 §7 example: secret "tanstaaf".
         let mut s = session();
         match s.on_line(line("APOP mrose C4C9334BAC560ECC979E58001B3E22FB")) {
-            Action::LookupSecret { user } => assert_eq!(user, "mrose"),
+            Action::LookupSecret { user, kind } => {
+                assert_eq!((user.as_str(), kind), ("mrose", SecretKind::Plaintext))
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             s.on_secret(SecretOutcome::Found {
-                secret: "tanstaaf".into(),
+                secret: Secret::Plaintext("tanstaaf".into()),
                 principal: "mrose".into()
             }),
             Action::OpenMaildrop { .. }
@@ -1111,7 +1509,7 @@ mod tests {
         s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb"));
         assert_eq!(
             reply(s.on_secret(SecretOutcome::Found {
-                secret: "wrong".into(),
+                secret: Secret::Plaintext("wrong".into()),
                 principal: "mrose".into()
             })),
             "-ERR [AUTH] Authentication failed\r\n"
@@ -1141,6 +1539,13 @@ mod tests {
         assert_eq!(reply(s.on_line(line("AUTH plain"))), "+ \r\n");
         assert_eq!(s.max_line(), MAX_SASL_LINE);
         assert!(matches!(s.on_line(line("AGFsaWNlAHB3")), Action::Verify(_)));
+        s.on_auth(AuthOutcome::Deny);
+        let long = format!("USER {}", "u".repeat(300));
+        assert_eq!(reply(s.on_line(line(&long))), "-ERR Line too long\r\n");
+        s.on_auth(AuthOutcome::Allow {
+            principal: "alice".into(),
+        });
+        s.on_maildrop("alice".into(), Ok(entries()));
         assert_eq!(s.max_line(), MAX_COMMAND_LINE);
         let mut s = session();
         assert_eq!(reply(s.on_line(line("AUTH PLAIN ="))), "+ \r\n");
@@ -1191,6 +1596,18 @@ mod tests {
     }
 
     #[test]
+    fn long_auth_initial_responses_are_accepted() {
+        // An OAuth token does not fit in 255 octets; clients send it anyway.
+        let mut s = with_mechanisms(&["OAUTHBEARER"], true, None);
+        let token = "t".repeat(1000);
+        let ir = B64.encode(format!("n,,\x01auth=Bearer {token}\x01\x01"));
+        match s.on_line(line(&format!("AUTH OAUTHBEARER {ir}"))) {
+            Action::Verify(r) => assert_eq!(r.credential, token),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn over_long_lines_get_err_then_close() {
         let mut s = session();
         assert_eq!(reply(s.on_line(Line::TooLong)), "-ERR Line too long\r\n");
@@ -1210,5 +1627,300 @@ mod tests {
             format!("-ERR {}\r\n", ParseError::BadByte)
         );
         assert_eq!(reply(s.on_line(line("XYZZY"))), "-ERR Unknown command\r\n");
+    }
+
+    fn with_mechanisms(names: &[&str], tls: bool, cb: Option<Vec<u8>>) -> Session {
+        let mut c = config();
+        c.mechanisms = Mechanisms::none();
+        for n in names {
+            assert!(c.mechanisms.enable(n));
+        }
+        let mut s = Session::new(c, tls, false, STAMP.into());
+        s.set_channel_binding(cb);
+        s
+    }
+
+    fn unb64_challenge(r: &str) -> String {
+        let b = r.strip_prefix("+ ").unwrap().strip_suffix("\r\n").unwrap();
+        String::from_utf8(B64.decode(b).unwrap()).unwrap()
+    }
+
+    /// A SCRAM client for the tests, written from RFC 5802 independently of
+    /// the server side.
+    fn client_final(
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        cbind_input: &[u8],
+    ) -> (String, String) {
+        let mut it = server_first.split(',');
+        let nonce = it.next().unwrap().strip_prefix("r=").unwrap();
+        let salt = B64
+            .decode(it.next().unwrap().strip_prefix("s=").unwrap())
+            .unwrap();
+        let iters: u32 = it
+            .next()
+            .unwrap()
+            .strip_prefix("i=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mac = |k: &[u8], d: &[u8]| {
+            let mut m = Hmac::<Sha256>::new_from_slice(k).unwrap();
+            m.update(d);
+            m.finalize().into_bytes().to_vec()
+        };
+        let mut u = mac(password.as_bytes(), &[&salt[..], &[0, 0, 0, 1]].concat());
+        let mut salted = u.clone();
+        for _ in 1..iters {
+            u = mac(password.as_bytes(), &u);
+            salted.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
+        }
+        let client_key = mac(&salted, b"Client Key");
+        let stored: Vec<u8> = <Sha256 as sha2::Digest>::digest(&client_key).to_vec();
+        let without_proof = format!("c={},r={nonce}", B64.encode(cbind_input));
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let sig = mac(&stored, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(sig).map(|(a, b)| a ^ b).collect();
+        let server_sig = mac(&mac(&salted, b"Server Key"), auth_message.as_bytes());
+        (
+            format!("{without_proof},p={}", B64.encode(proof)),
+            format!("v={}", B64.encode(server_sig)),
+        )
+    }
+
+    #[test]
+    fn capa_lists_enabled_mechanisms_by_policy() {
+        let mut s = with_mechanisms(&Mechanisms::ALL, false, None);
+        let caps = reply(s.on_line(line("CAPA")));
+        assert!(caps.contains("\r\nSASL SCRAM-SHA-256\r\n"), "{caps}");
+        let mut s = with_mechanisms(&Mechanisms::ALL, true, Some(vec![1; 32]));
+        let caps = reply(s.on_line(line("CAPA")));
+        assert!(
+            caps.contains(
+                "\r\nSASL PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS OAUTHBEARER XOAUTH2\r\n"
+            ),
+            "{caps}"
+        );
+        // TLS without an exporter value (TLS 1.2): no -PLUS.
+        let mut s = with_mechanisms(&["SCRAM-SHA-256-PLUS", "PLAIN"], true, None);
+        assert!(reply(s.on_line(line("CAPA"))).contains("\r\nSASL PLAIN\r\n"));
+        assert_eq!(
+            reply(s.on_line(line("AUTH SCRAM-SHA-256-PLUS"))),
+            "-ERR Unsupported authentication mechanism\r\n"
+        );
+        assert_eq!(
+            reply(s.on_line(line("AUTH"))),
+            "+OK Supported mechanisms follow\r\nPLAIN\r\n.\r\n"
+        );
+        // Token mechanisms follow the plaintext policy.
+        let mut s = with_mechanisms(&["OAUTHBEARER"], false, None);
+        assert!(reply(s.on_line(line("AUTH OAUTHBEARER"))).starts_with("-ERR [AUTH] Plaintext"));
+        let mut s = with_mechanisms(&["PLAIN"], true, None);
+        assert_eq!(
+            reply(s.on_line(line("AUTH SCRAM-SHA-256"))),
+            "-ERR Unsupported authentication mechanism\r\n"
+        );
+    }
+
+    /// Runs a SCRAM exchange to the end; returns the last action.
+    fn scram_login(
+        s: &mut Session,
+        mech: &str,
+        gs2: &str,
+        cb: &[u8],
+        stored: SecretOutcome,
+        password: &str,
+    ) -> Action {
+        let bare = "n=alice,r=clientnonce123";
+        assert_eq!(reply(s.on_line(line(&format!("AUTH {mech}")))), "+ \r\n");
+        match s.on_line(line(&B64.encode(format!("{gs2}{bare}")))) {
+            Action::LookupSecret { user, kind } => {
+                assert_eq!((user.as_str(), kind), ("alice", SecretKind::ScramSha256))
+            }
+            other => return other,
+        }
+        let r = reply(s.on_secret(stored));
+        if !r.starts_with("+ ") {
+            return Action::Reply(r.into_bytes());
+        }
+        let server_first = unb64_challenge(&r);
+        assert!(
+            server_first.starts_with("r=clientnonce123"),
+            "{server_first}"
+        );
+        let cbind = [gs2.as_bytes(), cb].concat();
+        let (fin, expect_v) = client_final(password, bare, &server_first, &cbind);
+        match s.on_line(line(&B64.encode(fin))) {
+            Action::Reply(r) if r.starts_with(b"+ ") => {
+                let r = String::from_utf8(r).unwrap();
+                assert_eq!(unb64_challenge(&r), expect_v);
+                s.on_line(line(""))
+            }
+            other => other,
+        }
+    }
+
+    fn verifier(pw: &str) -> SecretOutcome {
+        SecretOutcome::Found {
+            secret: Secret::ScramSha256(Verifier::from_password(pw.as_bytes(), b"salt", 4096)),
+            principal: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn scram_sha256_login() {
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        let a = scram_login(&mut s, "SCRAM-SHA-256", "n,,", b"", verifier("pw"), "pw");
+        assert!(matches!(a, Action::OpenMaildrop { principal } if principal == "alice"));
+        // A clear-text secret works too: the session derives a verifier.
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        let plain = SecretOutcome::Found {
+            secret: Secret::Plaintext("pw".into()),
+            principal: "alice".into(),
+        };
+        let a = scram_login(&mut s, "SCRAM-SHA-256", "n,,", b"", plain, "pw");
+        assert!(matches!(a, Action::OpenMaildrop { .. }));
+    }
+
+    #[test]
+    fn scram_wrong_password_and_unknown_user_read_the_same() {
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        let a = scram_login(&mut s, "SCRAM-SHA-256", "n,,", b"", verifier("pw"), "bad");
+        assert_eq!(reply(a), "-ERR [AUTH] Authentication failed\r\n");
+        assert!(s.take_auth_failure());
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        let a = scram_login(
+            &mut s,
+            "SCRAM-SHA-256",
+            "n,,",
+            b"",
+            SecretOutcome::Unavailable,
+            "pw",
+        );
+        assert_eq!(reply(a), "-ERR [AUTH] Authentication failed\r\n");
+        assert!(s.take_auth_failure());
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        let a = scram_login(
+            &mut s,
+            "SCRAM-SHA-256",
+            "n,,",
+            b"",
+            SecretOutcome::TempFail,
+            "pw",
+        );
+        assert!(reply(a).starts_with("-ERR [SYS/TEMP]"));
+        // The session is usable again afterwards.
+        assert!(reply(s.on_line(line("CAPA"))).starts_with("+OK"));
+    }
+
+    #[test]
+    fn scram_plus_binds_to_the_tls_exporter() {
+        let cb = vec![9u8; 32];
+        let mut s = with_mechanisms(
+            &["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+            true,
+            Some(cb.clone()),
+        );
+        let a = scram_login(
+            &mut s,
+            "SCRAM-SHA-256-PLUS",
+            "p=tls-exporter,,",
+            &cb,
+            verifier("pw"),
+            "pw",
+        );
+        assert!(matches!(a, Action::OpenMaildrop { .. }));
+        // Another connection's exporter value (a relayed exchange) fails.
+        let mut s = with_mechanisms(&["SCRAM-SHA-256-PLUS"], true, Some(cb));
+        let a = scram_login(
+            &mut s,
+            "SCRAM-SHA-256-PLUS",
+            "p=tls-exporter,,",
+            &[1; 32],
+            verifier("pw"),
+            "pw",
+        );
+        assert_eq!(
+            reply(a),
+            "-ERR [AUTH] Authentication failed: channel binding: channel binding data differ\r\n"
+        );
+        // A client claiming the server offers no binding, when it does: a
+        // downgrade, refused.
+        let mut s = with_mechanisms(
+            &["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+            true,
+            Some(vec![9; 32]),
+        );
+        let a = scram_login(&mut s, "SCRAM-SHA-256", "y,,", b"", verifier("pw"), "pw");
+        assert!(reply(a).starts_with("-ERR [AUTH] Authentication failed: channel binding"));
+    }
+
+    #[test]
+    fn scram_garbage_and_cancel() {
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], false, None);
+        assert_eq!(
+            reply(s.on_line(line(&format!(
+                "AUTH SCRAM-SHA-256 {}",
+                B64.encode("n,,r=x")
+            )))),
+            "-ERR [AUTH] Authentication failed: malformed SCRAM message: no user name\r\n"
+        );
+        assert_eq!(reply(s.on_line(line("AUTH SCRAM-SHA-256"))), "+ \r\n");
+        assert_eq!(
+            reply(s.on_line(line("*"))),
+            "-ERR Authentication cancelled\r\n"
+        );
+        assert_eq!(
+            reply(s.on_line(line("AUTH SCRAM-SHA-256 !!!"))),
+            "-ERR Invalid base64 in authentication response\r\n"
+        );
+        assert!(
+            !s.take_auth_failure(),
+            "protocol errors are not failed logins"
+        );
+    }
+
+    #[test]
+    fn oauthbearer_and_xoauth2() {
+        let mut s = with_mechanisms(&["OAUTHBEARER", "XOAUTH2"], true, None);
+        let ir = B64.encode("n,a=alice@example.org,\x01host=x\x01auth=Bearer tok123\x01\x01");
+        match s.on_line(line(&format!("AUTH OAUTHBEARER {ir}"))) {
+            Action::Verify(r) => {
+                assert_eq!(
+                    (r.user.as_str(), r.mechanism, r.credential.as_str()),
+                    ("alice@example.org", "OAUTHBEARER", "tok123")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Refused: an error challenge, a dummy response, then -ERR.
+        let r = reply(s.on_auth(AuthOutcome::Deny));
+        assert!(unb64_challenge(&r).contains("invalid_token"), "{r}");
+        assert_eq!(
+            reply(s.on_line(line("AQ=="))),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        let ir = B64.encode("user=bob\x01auth=Bearer t0k\x01\x01");
+        match s.on_line(line(&format!("AUTH XOAUTH2 {ir}"))) {
+            Action::Verify(r) => {
+                assert_eq!((r.user.as_str(), r.credential.as_str()), ("bob", "t0k"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.on_auth(AuthOutcome::Allow {
+                principal: "bob".into()
+            }),
+            Action::OpenMaildrop { .. }
+        ));
+        for bad in ["user=bob\x01\x01", "n,,\x01auth=Basic x\x01\x01", "garbage"] {
+            let mut s = with_mechanisms(&["OAUTHBEARER"], true, None);
+            assert_eq!(
+                reply(s.on_line(line(&format!("AUTH OAUTHBEARER {}", B64.encode(bad))))),
+                "-ERR [AUTH] Malformed OAuth response\r\n",
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! - `BADFOLDER`: files the message into `../escape`, a folder name the
 //!   storage must refuse.
 //! - `REJECT`: rejects the message.
+//! - `NET <ip:port>`: tries to open a TCP connection there and reports in
+//!   `X-Hostile-Net` whether the sandbox let it (`connected` or the error).
+//! - `ENV <NAME>`: reports the variable in `X-Hostile-Env` (`unset` if the
+//!   host granted none).
 //! - anything else: accepts, adding `X-Hostile: passed`.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "filter-plugin" });
@@ -29,7 +33,25 @@ impl Guest for Plugin {
             .find(|h| h.name.eq_ignore_ascii_case("subject"))
             .map(|h| h.value)
             .unwrap_or_default();
-        let action = match subject.trim() {
+        let subject = subject.trim();
+        let mut add_headers = Vec::new();
+        if let Some(addr) = subject.strip_prefix("NET ") {
+            let outcome = match std::net::TcpStream::connect(addr.trim()) {
+                Ok(_) => "connected".to_string(),
+                Err(e) => format!("refused: {e}"),
+            };
+            add_headers.push(Header {
+                name: "X-Hostile-Net".into(),
+                value: outcome,
+            });
+        }
+        if let Some(name) = subject.strip_prefix("ENV ") {
+            add_headers.push(Header {
+                name: "X-Hostile-Env".into(),
+                value: std::env::var(name.trim()).unwrap_or_else(|_| "unset".into()),
+            });
+        }
+        let action = match subject {
             "PANIC" => panic!("hostile filter panicked on purpose"),
             "LOOP" => {
                 let mut n: u64 = 0;
@@ -48,12 +70,13 @@ impl Guest for Plugin {
             "REJECT" => Action::Reject("hostile filter says no".into()),
             _ => Action::Accept,
         };
+        add_headers.push(Header {
+            name: "X-Hostile".into(),
+            value: "passed".into(),
+        });
         Verdict {
             action,
-            add_headers: vec![Header {
-                name: "X-Hostile".into(),
-                value: "passed".into(),
-            }],
+            add_headers,
         }
     }
 }

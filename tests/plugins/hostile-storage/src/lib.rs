@@ -13,11 +13,15 @@
 //!   `read` returns: `read` gives the real bytes, then an empty list.
 //! - anyone else: the two messages, honestly.
 //!
-//! `commit` and `deliver` succeed without doing anything.
+//! `commit` and `deliver` succeed without doing anything. `search` panics
+//! for `panic`, spins for `loop`, and otherwise matches the two messages
+//! naively (case-insensitive substrings of the whole text; dates ignored).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "storage-plugin" });
 
-use exports::poplar::plugin::storage::{CommitReport, Entry, Guest, Mailbox, StorageError};
+use exports::poplar::plugin::storage::{
+    CommitReport, Entry, Guest, Mailbox, SearchCriteria, StorageError,
+};
 use poplar::plugin::message::Message;
 
 /// The mailbox every user gets: (key, uid, content).
@@ -103,6 +107,42 @@ impl Guest for Plugin {
 
     fn deliver(_mbox: Mailbox, _msg: &Message) -> Result<String, StorageError> {
         Ok("m3".into())
+    }
+
+    fn search(mbox: Mailbox, criteria: SearchCriteria) -> Result<Vec<String>, StorageError> {
+        match mbox.user.as_str() {
+            "panic" => panic!("hostile storage panicked on purpose"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            _ => {}
+        }
+        let hit = |content: &[u8]| {
+            let text = String::from_utf8_lossy(content).to_lowercase();
+            let size = content.len() as u64;
+            criteria.larger.is_none_or(|n| size > n)
+                && criteria.smaller.is_none_or(|n| size < n)
+                && criteria
+                    .body
+                    .iter()
+                    .all(|b| text.contains(&b.to_lowercase()))
+                && criteria.headers.iter().all(|h| {
+                    text.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(name, value)| {
+                            name.eq_ignore_ascii_case(&h.name)
+                                && value.contains(&h.contains.to_lowercase())
+                        })
+                    })
+                })
+        };
+        Ok(MESSAGES
+            .iter()
+            .filter(|(_, _, content)| hit(content))
+            .map(|(key, _, _)| (*key).to_string())
+            .collect())
     }
 }
 
