@@ -65,7 +65,8 @@ pub struct Registry {
     plugin_reloads: Family,
     config_reloads: Family,
     proxy_rejected: Family,
-    plugin_calls: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    /// Plugin name, then operation (looked up without allocating).
+    plugin_calls: Mutex<BTreeMap<String, BTreeMap<&'static str, Histogram>>>,
 }
 
 /// The process-wide registry.
@@ -126,7 +127,14 @@ impl Registry {
     pub fn plugin_call(&self, plugin: &str, operation: &'static str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut calls = self.plugin_calls.lock().unwrap_or_else(|e| e.into_inner());
-        let h = calls.entry((plugin.to_string(), operation)).or_default();
+        if !calls.contains_key(plugin) {
+            calls.insert(plugin.to_string(), BTreeMap::new());
+        }
+        let h = calls
+            .get_mut(plugin)
+            .expect("inserted above")
+            .entry(operation)
+            .or_default();
         h.count += 1;
         h.sum += secs;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -210,7 +218,10 @@ impl Registry {
             "# HELP {name} Duration of plugin calls.\n# TYPE {name} histogram"
         );
         let calls = self.plugin_calls.lock().unwrap_or_else(|e| e.into_inner());
-        for ((plugin, op), h) in calls.iter() {
+        for (plugin, op, h) in calls
+            .iter()
+            .flat_map(|(p, ops)| ops.iter().map(move |(op, h)| (p, op, h)))
+        {
             let labels = format!("plugin=\"{}\",operation=\"{op}\"", escape(plugin));
             for (bound, n) in BUCKETS.iter().zip(h.counts) {
                 let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
