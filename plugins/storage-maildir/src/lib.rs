@@ -92,11 +92,18 @@ impl From<Error> for StorageError {
     }
 }
 
-fn config() -> Result<Config, Error> {
+/// An instance's configuration never changes (a new configuration means a
+/// new plugin version with new instances), so it is read and parsed once.
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+fn config() -> Result<&'static Config, Error> {
+    if let Some(config) = CONFIG.get() {
+        return Ok(config);
+    }
     let pairs = host::config();
     let mut config = Config::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     config.log = debug;
-    Ok(config)
+    Ok(CONFIG.get_or_init(|| config))
 }
 
 /// Runs `f` on the Maildir of `mbox`.
@@ -169,7 +176,7 @@ impl Guest for Plugin {
             smaller: criteria.smaller,
         };
         Ok(search::search(
-            &config()?,
+            config()?,
             &mbox.user,
             mbox.folder.as_deref(),
             &criteria,

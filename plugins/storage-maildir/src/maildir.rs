@@ -157,7 +157,8 @@ impl Maildir {
     pub fn list(&self) -> Result<Vec<Entry>> {
         // Read new/ before cur/ and let cur/ win: a message moved between the
         // two scans then shows up once, under its current name.
-        let mut found: HashMap<String, (String, fs::Metadata)> = HashMap::new();
+        // Base name -> (key, stored size).
+        let mut found: HashMap<String, (String, u64)> = HashMap::new();
         for sub in ["new", "cur"] {
             let path = self.dir.join(sub);
             let entries = match fs::read_dir(&path) {
@@ -177,13 +178,21 @@ impl Maildir {
                 if name.starts_with('.') {
                     continue;
                 }
-                let meta = match entry.metadata() {
-                    Ok(meta) if meta.is_file() => meta,
-                    _ => continue, // not a regular file, or gone since readdir
+                // The stored size is in the name (`,S=`, written by Poplar
+                // and Dovecot alike, and trusted as Dovecot trusts it):
+                // then the directory entry's type is enough, and a listing
+                // costs no stat per message.
+                let stored = match (s_size(base_name(&name)), entry.file_type()) {
+                    (Some(size), Ok(t)) if t.is_file() => size,
+                    (Some(_), Ok(t)) if !t.is_symlink() => continue,
+                    _ => match entry.metadata() {
+                        Ok(meta) if meta.is_file() => meta.len(),
+                        _ => continue, // not a regular file, or gone since readdir
+                    },
                 };
                 found.insert(
                     base_name(&name).to_string(),
-                    (format!("{sub}/{name}"), meta),
+                    (format!("{sub}/{name}"), stored),
                 );
             }
         }
@@ -194,7 +203,7 @@ impl Maildir {
         };
 
         let mut sorted = Vec::with_capacity(found.len());
-        for (base, (key, meta)) in found {
+        for (base, (key, stored_size)) in found {
             let size = match w_size(&base) {
                 Some(size) => size,
                 None => match crlf_size_of_file(&self.dir.join(&key)) {
@@ -216,7 +225,7 @@ impl Maildir {
                 Entry {
                     key,
                     size,
-                    stored_size: meta.len(),
+                    stored_size,
                     uid,
                 },
             ));
@@ -560,6 +569,13 @@ fn timestamp(base: &str) -> u64 {
     } else {
         u64::MAX
     }
+}
+
+/// The `,S=<n>` field of a base name: the size as stored.
+fn s_size(base: &str) -> Option<u64> {
+    base.split(',')
+        .skip(1)
+        .find_map(|field| field.strip_prefix("S=")?.parse().ok())
 }
 
 /// The `,W=<n>` field of a base name: the size with CRLF line endings.
