@@ -66,10 +66,20 @@ fn log(level: Level, message: &str) {
     host::log(level, message);
 }
 
+/// An instance's configuration never changes (a new configuration means a
+/// new plugin version with new instances), so it is read and parsed once.
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
 fn with_backend<T>(f: impl FnOnce(&mut Backend, &Config) -> T) -> Result<T, String> {
-    let config = Config::from_pairs(&host::config())?;
+    let config = match CONFIG.get() {
+        Some(config) => config,
+        None => {
+            let parsed = Config::from_pairs(&host::config())?;
+            CONFIG.get_or_init(|| parsed)
+        }
+    };
     let mut backend = BACKEND.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(f(&mut backend, &config))
+    Ok(f(&mut backend, config))
 }
 
 struct Plugin;
