@@ -196,6 +196,10 @@ impl LmtpSession {
             "MAIL" => self.mail(rest),
             "RCPT" => self.rcpt(rest),
             "DATA" => self.data(rest),
+            // RFC 5321 §4.1.1.5: RSET takes no arguments.
+            "RSET" if !rest.trim().is_empty() => {
+                LmtpAction::Reply(reply(501, "5.5.4", "RSET takes no arguments"))
+            }
             "RSET" => {
                 if !matches!(self.state, State::Greeted) {
                     self.state = State::Ready;
@@ -477,6 +481,10 @@ mod tests {
             "503 5.5.1 Nested MAIL command\r\n"
         );
         assert_eq!(text(s.on_line(b"RSET")), "250 2.0.0 Ok\r\n");
+        assert_eq!(
+            text(s.on_line(b"RSET x")),
+            "501 5.5.4 RSET takes no arguments\r\n"
+        );
         assert_eq!(text(s.on_line(b"MAIL FROM:<>")), "250 2.1.0 Ok\r\n");
     }
 

@@ -713,6 +713,9 @@ impl Session {
                 let offered =
                     self.channel_binding.is_some() && self.config.mechanisms.scram_sha256_plus;
                 match ClientFirst::parse(&text, plus, offered) {
+                    Ok(first) if !name_ok(&first.user) => {
+                        Action::Reply(err_code(Code::Auth, "Malformed user name"))
+                    }
                     Ok(first) => {
                         let user = first.user.clone();
                         if let State::Authorization { pending, .. } = &mut self.state {
@@ -757,6 +760,10 @@ impl Session {
                     parse_oauthbearer(&text)
                 };
                 match parsed {
+                    // The user may be empty here: the token names it.
+                    Some((user, _)) if !user.is_empty() && !name_ok(&user) => {
+                        Action::Reply(err_code(Code::Auth, "Malformed user name"))
+                    }
                     Some((user, token)) => {
                         if let State::Authorization { pending, .. } = &mut self.state {
                             *pending = Some(Pending::OAuth { xoauth2 });
@@ -780,18 +787,24 @@ impl Session {
                     return Action::Reply(b"+ \r\n".to_vec());
                 }
                 match parts.as_slice() {
-                    [authzid, authcid, password] if !authcid.is_empty() => {
-                        Action::Verify(AuthRequest {
-                            user: authcid.to_string(),
-                            mechanism: "PLAIN",
-                            credential: password.to_string(),
-                            authzid: authzid.to_string(),
-                        })
+                    [authzid, authcid, _]
+                        if !name_ok(authcid) || !(authzid.is_empty() || name_ok(authzid)) =>
+                    {
+                        Action::Reply(err_code(Code::Auth, "Malformed user name"))
                     }
+                    [authzid, authcid, password] => Action::Verify(AuthRequest {
+                        user: authcid.to_string(),
+                        mechanism: "PLAIN",
+                        credential: password.to_string(),
+                        authzid: authzid.to_string(),
+                    }),
                     _ => Action::Reply(err_code(Code::Auth, "Malformed PLAIN response")),
                 }
             }
             Sasl::LoginUser => {
+                if !name_ok(&text) {
+                    return Action::Reply(err_code(Code::Auth, "Malformed user name"));
+                }
                 *sasl = Some(Sasl::LoginPass { user: text });
                 Action::Reply(self.sasl_prompt())
             }
@@ -1069,6 +1082,14 @@ impl Session {
         };
         Action::Reply(reply)
     }
+}
+
+/// Whether a user name from a SASL exchange may reach the auth plugin: not
+/// empty, and no control characters (USER and APOP names are held to
+/// printable ASCII by the parser; SASL names may be UTF-8, but a newline
+/// or NUL in a name is never a real user and could forge log lines).
+fn name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(char::is_control)
 }
 
 /// The answer to a failed SCRAM exchange. A wrong password and an unknown
@@ -1593,6 +1614,31 @@ mod tests {
             reply(s.on_line(line("AUTH"))),
             "+OK Supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n"
         );
+    }
+
+    #[test]
+    fn sasl_user_names_with_control_characters_are_refused() {
+        let malformed = "-ERR [AUTH] Malformed user name\r\n";
+        let mut s = with_mechanisms(&Mechanisms::ALL, true, Some(vec![1; 32]));
+        for ir in ["\0a\nb\0pw", "\0\0pw", "x\ty\0a\0pw"] {
+            let line = format!("AUTH PLAIN {}", B64.encode(ir));
+            assert_eq!(reply(s.on_line(self::line(&line))), malformed, "{ir:?}");
+        }
+        assert_eq!(reply(s.on_line(line("AUTH LOGIN"))), "+ VXNlcm5hbWU6\r\n");
+        assert_eq!(reply(s.on_line(line(&B64.encode("a\rb")))), malformed);
+        assert_eq!(reply(s.on_line(line("AUTH LOGIN"))), "+ VXNlcm5hbWU6\r\n");
+        assert_eq!(reply(s.on_line(line("="))), malformed, "empty LOGIN name");
+        let first = B64.encode("n,,n=a\u{7f}b,r=abc");
+        assert_eq!(
+            reply(s.on_line(line(&format!("AUTH SCRAM-SHA-256 {first}")))),
+            malformed
+        );
+        let xo = B64.encode("user=a\nb\x01auth=Bearer t\x01\x01");
+        assert_eq!(
+            reply(s.on_line(line(&format!("AUTH XOAUTH2 {xo}")))),
+            malformed
+        );
+        assert!(!s.take_auth_failure());
     }
 
     #[test]
