@@ -324,7 +324,7 @@ impl<W: World> Plugin<W> {
                 plugin: name,
                 timeout_ms: self.info.config.timeout_ms,
             };
-            tracing::error!("{err}");
+            tracing::error!(plugin = %self.info.name, version = %self.version, "{err}");
             return err;
         }
         let guest = store.data().stderr.tail();
@@ -342,7 +342,7 @@ impl<W: World> Plugin<W> {
             plugin: self.info.name.clone(),
             message,
         };
-        tracing::error!("{err}");
+        tracing::error!(plugin = %self.info.name, version = %self.version, "{err}");
         err
     }
 }
