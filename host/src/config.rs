@@ -39,18 +39,20 @@ pub struct Config {
     pub quota: QuotaConfig,
 }
 
-/// `[quota]`: how much mail a maildrop may hold. Checked at delivery
-/// against the mailbox the message goes into (the inbox, or the folder a
-/// filter or `+detail` chose): a message that would take it past either
-/// limit is refused (LMTP `552 5.2.2`). 0 means no limit.
+/// `[quota]`: how much mail a user may hold, the inbox and every folder
+/// together (the storage plugin's `usage`). Checked at delivery, whichever
+/// mailbox the message goes into (the inbox, or the folder a filter or
+/// `+detail` chose): a message that would take the user past either limit
+/// is refused (LMTP `552 5.2.2`). 0 means no limit.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
-    /// Most messages in a mailbox, for every user without an override.
+    /// Most messages a user may hold (inbox and folders together), for
+    /// every user without an override.
     #[serde(default)]
     pub messages: u64,
-    /// Most octets (as stored) in a mailbox, for every user without an
-    /// override.
+    /// Most octets (as stored) a user may hold (inbox and folders
+    /// together), for every user without an override.
     #[serde(default)]
     pub bytes: u64,
     /// `[quota.users.NAME]`: overrides for one principal (the name the auth
@@ -91,7 +93,7 @@ impl QuotaLimits {
         self.messages.is_none() && self.bytes.is_none()
     }
 
-    /// Why a mailbox holding `messages` messages of `bytes` octets cannot
+    /// Why a user holding `messages` messages of `bytes` octets cannot
     /// take one more of `incoming` octets, or `None` if it can.
     pub fn refusal(&self, messages: u64, bytes: u64, incoming: u64) -> Option<String> {
         if let Some(max) = self.messages

@@ -206,6 +206,11 @@ fn hostile_auth_evil_principal_gets_no_access() {
 /// A server whose storage plugin is the hostile one; the passwd-file knows
 /// the hostile storage's trigger users (password `pw`) and alice.
 fn hostile_storage_server() -> TestServer {
+    hostile_storage_server_with(Options::default())
+}
+
+/// The same, on top of `opts` (for LMTP, quotas).
+fn hostile_storage_server_with(opts: Options) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("etc")).unwrap();
     let mut passwd = PASSWD.to_string();
@@ -224,7 +229,7 @@ fn hostile_storage_server() -> TestServer {
         dir,
         Options {
             storage_plugin: hostile("hostile_storage.wasm", 300),
-            ..Options::default()
+            ..opts
         },
     )
 }
@@ -322,5 +327,34 @@ fn hostile_storage_short_read() {
         got.extend_from_slice(&line);
     }
     assert_eq!(got, STORED[0]);
+    normal_user_reads_everything(&s);
+}
+
+/// The quota check asks the storage for the user's `usage`: a plugin that
+/// traps or hangs there tempfails the delivery (the MTA retries) rather than
+/// let mail past the quota, and the other recipients are served. The usage
+/// it reports is what the quota is checked against.
+#[test]
+fn hostile_storage_usage_fails_closed() {
+    let s = hostile_storage_server_with(crate::delivery::lmtp_config(
+        "[quota]\nmessages = 3\n[quota.users.bob]\nmessages = 2\n",
+    ));
+    let mut lmtp = crate::delivery::lmtp_tcp(&s);
+    let replies = lmtp.send_mail(
+        "a@example.org",
+        &["panic@x", "loop@x", "alice@x", "bob@x"],
+        "Subject: q\n\nx",
+    );
+    assert_eq!(
+        replies,
+        [
+            "451 4.3.0 <panic@x> Mailbox temporarily unavailable\r\n",
+            "451 4.3.0 <loop@x> Mailbox temporarily unavailable\r\n",
+            "250 2.0.0 <alice@x> Saved\r\n",
+            "552 5.2.2 <bob@x> Mailbox full\r\n",
+        ]
+    );
+    s.wait_for_log("hostile storage panicked on purpose");
+    s.wait_for_log("exceeded its 300 ms deadline");
     normal_user_reads_everything(&s);
 }

@@ -639,7 +639,10 @@ fn mailbox_list_and_stats() {
         .map(|m| m["stored_size"].as_u64().unwrap())
         .sum();
     assert_eq!(doc["stored_octets"], stored);
+    assert_eq!(doc["usage"]["messages"], 3, "no folders: the inbox is all");
+    assert_eq!(doc["usage"]["octets"], stored);
     assert_eq!(doc["quota"]["messages"], serde_json::Value::Null);
+    assert_eq!(doc["full"], false);
 
     // An empty folder, and a user the auth plugin does not know.
     let doc = mailbox_json(&s, "list", "alice", &["--folder", "Junk"]);
@@ -770,19 +773,21 @@ fn mailbox_expunge_then_pop3_sees_the_rest() {
     assert!(crate::harness::maildir_files(&md).is_empty());
 }
 
-/// `poplar deliver --user USER` with `message`; its output.
-fn deliver_raw(s: &TestServer, user: &str, message: &[u8]) -> Output {
+/// `poplar deliver --user USER [--folder FOLDER]` with `message`; its
+/// output.
+fn deliver_raw(s: &TestServer, user: &str, folder: Option<&str>, message: &[u8]) -> Output {
     let config = s.dir.path().join("poplar.toml");
-    poplar(
-        &[
-            "deliver",
-            "--config",
-            config.to_str().unwrap(),
-            "--user",
-            user,
-        ],
-        message,
-    )
+    let mut args = vec![
+        "deliver",
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        user,
+    ];
+    if let Some(folder) = folder {
+        args.extend(["--folder", folder]);
+    }
+    poplar(&args, message)
 }
 
 /// `GET /metrics` on the admin listener.
@@ -795,6 +800,9 @@ fn metrics(addr: std::net::SocketAddr) -> String {
     body
 }
 
+/// The quota counts a user's whole mail: the inbox and every folder
+/// (`user+Folder@` delivers into a folder, so a per-mailbox count would let
+/// anyone past it).
 #[test]
 fn quota_refuses_delivery_when_the_mailbox_is_full() {
     let opts = crate::delivery::lmtp_config(
@@ -804,68 +812,139 @@ fn quota_refuses_delivery_when_the_mailbox_is_full() {
          [quota.users.frank]\nbytes = 700\n",
     );
     let s = TestServer::start_with(opts);
+    let inbox = s.maildir("alice");
+    let junk = inbox.join(".Junk");
     let mut lmtp = crate::delivery::lmtp_tcp(&s);
-    for n in 1..=2 {
-        let replies = lmtp.send_mail("a@example.org", &["alice@x"], &format!("Subject: {n}\n\nx"));
-        assert_eq!(replies, ["250 2.0.0 <alice@x> Saved\r\n"]);
-    }
-    let full = crate::harness::maildir_files(&s.maildir("alice"));
-    assert_eq!(full.len(), 2);
+    // One into the inbox, one into a folder: together they fill the quota.
+    let replies = lmtp.send_mail("a@example.org", &["alice@x"], "Subject: 1\n\nx");
+    assert_eq!(replies, ["250 2.0.0 <alice@x> Saved\r\n"]);
+    let replies = lmtp.send_mail("a@example.org", &["alice+Junk@x"], "Subject: 2\n\nx");
+    assert_eq!(replies, ["250 2.0.0 <alice+Junk@x> Saved\r\n"]);
+    let (full_inbox, full_junk) = (
+        crate::harness::maildir_files(&inbox),
+        crate::harness::maildir_files(&junk),
+    );
+    assert_eq!((full_inbox.len(), full_junk.len()), (1, 1));
 
-    // The third is refused for alice only, permanently, with 5.2.2.
-    let replies = lmtp.send_mail("a@example.org", &["alice@x", "bob@x"], "Subject: 3\n\nx");
+    // The third is refused for alice, into the inbox and into any folder
+    // alike, permanently, with 5.2.2; bob is not affected.
+    let replies = lmtp.send_mail(
+        "a@example.org",
+        &["alice@x", "alice+Junk@x", "alice+Other@x", "bob@x"],
+        "Subject: 3\n\nx",
+    );
     assert_eq!(
         replies,
         [
             "552 5.2.2 <alice@x> Mailbox full\r\n",
+            "552 5.2.2 <alice+Junk@x> Mailbox full\r\n",
+            "552 5.2.2 <alice+Other@x> Mailbox full\r\n",
             "250 2.0.0 <bob@x> Saved\r\n"
         ]
     );
-    assert_eq!(crate::harness::maildir_files(&s.maildir("alice")), full);
-    // `poplar deliver` exits 73 (EX_CANTCREAT) and says why.
-    let out = deliver_raw(&s, "alice", b"Subject: 4\n\nx\n");
-    assert_eq!(out.status.code(), Some(73), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("mailbox full (2 of 2 messages)"));
-    assert_eq!(crate::harness::maildir_files(&s.maildir("alice")), full);
-    // POP3 still shows the two messages.
+    assert_eq!(crate::harness::maildir_files(&inbox), full_inbox);
+    assert_eq!(crate::harness::maildir_files(&junk), full_junk);
+    assert!(!inbox.join(".Other").exists(), "nothing created");
+    // `poplar deliver` exits 73 (EX_CANTCREAT) and says why, for the inbox
+    // and for a folder.
+    for folder in [None, Some("Junk")] {
+        let out = deliver_raw(&s, "alice", folder, b"Subject: 4\n\nx\n");
+        assert_eq!(
+            out.status.code(),
+            Some(73),
+            "{folder:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("mailbox full (2 of 2 messages)"),
+            "{folder:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(crate::harness::maildir_files(&inbox), full_inbox);
+    assert_eq!(crate::harness::maildir_files(&junk), full_junk);
+    // POP3 still shows the inbox's message, and the folder's.
     let mut c = s.login("alice", "alice-pw");
-    assert!(c.ok("STAT").starts_with("+OK 2 "));
+    assert!(c.ok("STAT").starts_with("+OK 1 "));
+    c.ok("QUIT");
+    let mut c = s.login("alice+Junk", "alice-pw");
+    assert!(c.ok("STAT").starts_with("+OK 1 "));
     c.ok("QUIT");
 
-    // stats shows usage against the quota.
+    // stats shows the user's usage (inbox and folders) against the quota,
+    // and the selected mailbox's own count apart.
     let stats = text(&mailbox(&s, "stats", "alice", &[]).stdout);
-    assert!(stats.contains("messages   2 of 2 (100%)"), "{stats}");
+    assert!(
+        stats.contains("messages   2 of 2 (100%), inbox and folders together"),
+        "{stats}"
+    );
     assert!(stats.contains("full: new mail is refused"), "{stats}");
+    assert!(stats.contains("mailbox    inbox: 1 message, "), "{stats}");
     let doc = mailbox_json(&s, "stats", "alice", &[]);
+    assert_eq!(doc["usage"]["messages"], 2);
+    assert_eq!(doc["messages"], 1, "the inbox's own");
     assert_eq!(doc["quota"]["messages"], 2);
     assert_eq!(doc["quota"]["octets"], serde_json::Value::Null);
     assert_eq!(doc["full"], true);
+    let octets = |files: &[String], dir: &Path| -> u64 {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+            .sum()
+    };
+    let (inbox_octets, junk_octets) = (octets(&full_inbox, &inbox), octets(&full_junk, &junk));
+    assert_eq!(doc["stored_octets"], inbox_octets);
+    assert_eq!(doc["usage"]["octets"], inbox_octets + junk_octets);
+    let doc = mailbox_json(&s, "stats", "alice", &["--folder", "Junk"]);
+    assert_eq!(
+        (&doc["folder"], &doc["messages"]),
+        (&"Junk".into(), &1.into())
+    );
+    assert_eq!(doc["stored_octets"], junk_octets);
+    assert_eq!(doc["usage"]["messages"], 2);
+    assert_eq!(doc["full"], true);
+    let stats = text(&mailbox(&s, "stats", "alice", &["--folder", "Junk"]).stdout);
+    assert!(
+        stats.contains("mailbox    folder Junk: 1 message, "),
+        "{stats}"
+    );
     let doc = mailbox_json(&s, "stats", "bob", &[]);
     assert_eq!(doc["quota"]["messages"], 100, "the default applies");
+    assert_eq!(doc["usage"]["messages"], 1);
     assert_eq!(doc["full"], false);
 
-    // The octet limit counts what the message would add.
+    // The octet limit counts what the message would add, to what the inbox
+    // and the folders hold together.
     let body = format!("Subject: big\n\n{}\n", "y".repeat(300));
     let replies = lmtp.send_mail("a@example.org", &["frank@x"], &body);
     assert_eq!(replies, ["250 2.0.0 <frank@x> Saved\r\n"]);
-    let replies = lmtp.send_mail("a@example.org", &["frank@x"], &body);
-    assert_eq!(replies, ["552 5.2.2 <frank@x> Mailbox full\r\n"]);
+    let replies = lmtp.send_mail("a@example.org", &["frank+Archive@x"], &body);
+    assert_eq!(replies, ["552 5.2.2 <frank+Archive@x> Mailbox full\r\n"]);
     assert_eq!(crate::harness::maildir_files(&s.maildir("frank")).len(), 1);
-    let stats = text(&mailbox(&s, "stats", "frank", &[]).stdout);
+    assert!(!s.maildir("frank").join(".Archive").exists());
+    let stats = text(&mailbox(&s, "stats", "frank", &["--folder", "Archive"]).stdout);
     assert!(
         stats.contains("octets     ") && stats.contains(" of 700 ("),
         "{stats}"
     );
+    assert!(
+        stats.contains("mailbox    folder Archive: 0 messages, 0 octets"),
+        "{stats}"
+    );
 
-    // Room made by an expunge lets mail in again.
-    let out = mailbox(&s, "expunge", "alice", &["--subject", "1"]);
+    // Room made by an expunge in the folder lets mail in again, to either.
+    let out = mailbox(&s, "expunge", "alice", &["--folder", "Junk", "--all"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let replies = lmtp.send_mail("a@example.org", &["alice@x"], "Subject: 5\n\nx");
     assert_eq!(replies, ["250 2.0.0 <alice@x> Saved\r\n"]);
+    let replies = lmtp.send_mail("a@example.org", &["alice+Junk@x"], "Subject: 6\n\nx");
+    assert_eq!(replies, ["552 5.2.2 <alice+Junk@x> Mailbox full\r\n"]);
+    assert_eq!(crate::harness::maildir_files(&inbox).len(), 2);
+    assert!(crate::harness::maildir_files(&junk).is_empty());
 
     let body = metrics(s.admin.expect("the admin listener"));
     assert!(
-        body.contains("poplar_deliveries_total{verdict=\"over-quota\"} 2\n"),
+        body.contains("poplar_deliveries_total{verdict=\"over-quota\"} 5\n"),
         "{body}"
     );
 }

@@ -6,9 +6,10 @@
 //! Per recipient: the recipient's local part is resolved by the auth plugin;
 //! the filters see the message as a read-only resource (later filters also
 //! see the header fields earlier ones added); their verdicts are combined
-//! (see [`chain`]); the mailbox's `[quota]` is checked against its listing;
-//! the message is stored with `Return-Path`, `Delivered-To` and the
-//! filters' header fields prepended.
+//! (see [`chain`]); the user's `[quota]` is checked against the storage
+//! plugin's `usage` of all their mail (inbox and folders); the message is
+//! stored with `Return-Path`, `Delivered-To` and the filters' header fields
+//! prepended.
 
 pub mod chain;
 pub use poplar_proto::lmtp;
@@ -36,8 +37,9 @@ pub enum Outcome {
     Discarded,
     /// Refused for good (LMTP 5xx).
     Rejected(String),
-    /// Refused for good because the mailbox is at its `[quota]` (LMTP
-    /// `552 5.2.2`); the text says which limit, for the log only.
+    /// Refused for good because the user's mail (inbox and folders
+    /// together) is at its `[quota]` (LMTP `552 5.2.2`); the text says which
+    /// limit, for the log only.
     OverQuota(String),
     /// Not stored now; the MTA should retry (LMTP 4xx).
     TempFailed(String),
@@ -214,10 +216,12 @@ impl Deliverer {
         }
     }
 
-    /// Checks `mailbox` against its user's `[quota]` before a message of
-    /// `incoming` octets is stored: `Some` outcome if it must not be. A
-    /// listing that fails for now tempfails the message (the MTA retries)
-    /// rather than let it past the limit; a permanent listing failure is
+    /// Checks the `[quota]` of `mailbox`'s user before a message of
+    /// `incoming` octets is stored into it: `Some` outcome if it must not
+    /// be. What counts is all the user's mail, the inbox and every folder
+    /// (the storage plugin's `usage`), so `user+anything@` cannot get round
+    /// it. A count that fails for now tempfails the message (the MTA
+    /// retries) rather than let it past the limit; a permanent failure is
     /// left to the delivery itself to report.
     async fn check_quota(&self, mailbox: &Mailbox, incoming: u64) -> Option<Outcome> {
         let limits = self.quota.limits_for(&mailbox.user);
@@ -229,24 +233,20 @@ impl Deliverer {
                 "Mailbox temporarily unavailable".into(),
             ))
         };
-        let entries = match self.storage.list(mailbox).await {
-            Ok(Ok(entries)) => entries,
+        let usage = match self.storage.usage(&mailbox.user).await {
+            Ok(Ok(usage)) => usage,
             Ok(Err(StorageError::Temporary(why))) => {
-                tracing::warn!(user = %mailbox.user, "quota check: listing failed: {why}");
+                tracing::warn!(user = %mailbox.user, "quota check: usage failed: {why}");
                 return busy();
             }
             Ok(Err(StorageError::Permanent(_) | StorageError::NotFound(_))) => return None,
             Err(_) => return busy(),
         };
-        let bytes = entries
-            .iter()
-            .map(|e| e.stored_size)
-            .fold(0u64, u64::saturating_add);
-        let why = limits.refusal(entries.len() as u64, bytes, incoming)?;
+        let why = limits.refusal(usage.messages, usage.octets, incoming)?;
         tracing::info!(
             user = %mailbox.user,
             folder = ?mailbox.folder,
-            "mailbox over quota: {why}"
+            "user over quota: {why}"
         );
         Some(Outcome::OverQuota(why))
     }

@@ -2,7 +2,9 @@
 //! line, through the same plugins the server uses (`--config`).
 //!
 //! - `list USER`: every message: number, UIDL, size, date, sender, subject.
-//! - `stats USER`: message count and octets against the user's `[quota]`.
+//! - `stats USER`: the user's mail, the inbox and every folder together
+//!   (the storage plugin's `usage`), against their `[quota]`; and the
+//!   selected mailbox's own count and size.
 //! - `search USER CRITERIA`: the messages that match every criterion. The
 //!   storage plugin's `search` does the matching where the mail is; the host
 //!   only reads the header block of each hit to show it. Exits 1 when
@@ -32,7 +34,9 @@ use clap::{Args, Subcommand};
 use crate::config::{Config, QuotaLimits};
 use crate::plugin::auth::UserLookup;
 use crate::plugin::message::parse_headers;
-use crate::plugin::storage::{Entry, HeaderMatch, Mailbox, SearchCriteria, StorageError};
+use crate::plugin::storage::{
+    Entry, HeaderMatch, MailUsage, Mailbox, SearchCriteria, StorageError,
+};
 use crate::plugin::{AuthPlugin, PluginError, Runtime, StoragePlugin};
 
 const EX_NOMATCH: u8 = 1;
@@ -57,7 +61,8 @@ pub enum MailboxCmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Show the message count and size against the user's quota.
+    /// Show the user's message count and size (inbox and folders together)
+    /// against their quota, and the mailbox's own.
     Stats {
         #[command(flatten)]
         target: Target,
@@ -189,7 +194,8 @@ async fn execute(cmd: MailboxCmd) -> Result<(String, u8), Failure> {
         MailboxCmd::Stats { target } => {
             let open = Open::new(&target).await?;
             let entries = open.list().await?;
-            Ok((render_stats(&open, &entries, target.json), 0))
+            let usage = open.usage().await?;
+            Ok((render_stats(&open, &entries, usage, target.json), 0))
         }
         MailboxCmd::Search { target, criteria } => {
             let criteria = criteria.parse(now())?;
@@ -327,6 +333,15 @@ impl Open {
         match self.storage.list(&self.mailbox).await {
             Ok(Ok(entries)) => Ok(entries),
             Ok(Err(e)) => Err(storage_failure("listing the mailbox", e)),
+            Err(e) => Err(plugin_failure(e)),
+        }
+    }
+
+    /// All the user's mail, the inbox and every folder.
+    async fn usage(&self) -> Result<MailUsage, Failure> {
+        match self.storage.usage(&self.principal).await {
+            Ok(Ok(usage)) => Ok(usage),
+            Ok(Err(e)) => Err(storage_failure("measuring the user's mail", e)),
             Err(e) => Err(plugin_failure(e)),
         }
     }
@@ -762,11 +777,18 @@ fn render_rows(open: &Open, rows: &[Row], json: bool, expunged: Option<&Expunged
     out
 }
 
-fn render_stats(open: &Open, entries: &[Entry], json: bool) -> String {
+/// `stats`: the quota counts all the user's mail (`usage`); the selected
+/// mailbox's own numbers (`entries`) are shown apart, labelled as such.
+/// JSON keeps `messages`, `stored_octets` and `pop3_octets` for the
+/// selected mailbox, as before, and adds `usage` beside `quota`.
+fn render_stats(open: &Open, entries: &[Entry], usage: MailUsage, json: bool) -> String {
     let messages = entries.len() as u64;
     let stored: u64 = entries.iter().map(|e| e.stored_size).sum();
     let pop3: u64 = entries.iter().map(|e| e.size).sum();
-    let full = open.limits.refusal(messages, stored, 1).is_some();
+    let full = open
+        .limits
+        .refusal(usage.messages, usage.octets, 1)
+        .is_some();
     if json {
         let limit = |l: Option<u64>| l.map_or(Json::Null, Json::U64);
         return Json::Obj(vec![
@@ -780,6 +802,13 @@ fn render_stats(open: &Open, entries: &[Entry], json: bool) -> String {
             ("stored_octets", Json::U64(stored)),
             ("pop3_octets", Json::U64(pop3)),
             (
+                "usage",
+                Json::Obj(vec![
+                    ("messages", Json::U64(usage.messages)),
+                    ("octets", Json::U64(usage.octets)),
+                ]),
+            ),
+            (
                 "quota",
                 Json::Obj(vec![
                     ("messages", limit(open.limits.messages)),
@@ -792,32 +821,33 @@ fn render_stats(open: &Open, entries: &[Entry], json: bool) -> String {
             + "\n";
     }
     let mut out = String::new();
-    let mailbox = match &open.mailbox.folder {
-        Some(f) => format!("folder {f}"),
-        None => "inbox".into(),
-    };
     let _ = writeln!(out, "user       {}", open.user);
     if open.principal != open.user {
         let _ = writeln!(out, "principal  {}", open.principal);
     }
-    let _ = writeln!(out, "mailbox    {mailbox}");
+    let all = "inbox and folders together";
     let _ = match open.limits.messages {
         Some(max) => writeln!(
             out,
-            "messages   {messages} of {max} ({}%)",
-            percent(messages, max)
+            "messages   {} of {max} ({}%), {all}",
+            usage.messages,
+            percent(usage.messages, max)
         ),
-        None => writeln!(out, "messages   {messages} (no limit)"),
+        None => writeln!(out, "messages   {} (no limit), {all}", usage.messages),
     };
     let _ = match open.limits.bytes {
         Some(max) => writeln!(
             out,
-            "octets     {stored} of {max} ({}%) as stored",
-            percent(stored, max)
+            "octets     {} of {max} ({}%) as stored, {all}",
+            usage.octets,
+            percent(usage.octets, max)
         ),
-        None => writeln!(out, "octets     {stored} (no limit) as stored"),
+        None => writeln!(
+            out,
+            "octets     {} (no limit) as stored, {all}",
+            usage.octets
+        ),
     };
-    let _ = writeln!(out, "pop3 size  {pop3} octets (what STAT reports)");
     let state = if full {
         "full: new mail is refused (552 5.2.2)"
     } else if open.limits.is_unlimited() {
@@ -826,6 +856,16 @@ fn render_stats(open: &Open, entries: &[Entry], json: bool) -> String {
         "within quota"
     };
     let _ = writeln!(out, "quota      {state}");
+    let mailbox = match &open.mailbox.folder {
+        Some(f) => format!("folder {f}"),
+        None => "inbox".into(),
+    };
+    let _ = writeln!(
+        out,
+        "mailbox    {mailbox}: {messages} message{}, {stored} octets as stored, \
+         {pop3} octets as POP3 counts them (what STAT reports)",
+        if messages == 1 { "" } else { "s" }
+    );
     out
 }
 

@@ -3,7 +3,7 @@
 pub use super::bindings::auth::poplar::plugin::types::Mailbox;
 use super::bindings::storage::StoragePlugin as StorageWorld;
 pub use super::bindings::storage::exports::poplar::plugin::storage::{
-    CommitReport, Entry, HeaderMatch, SearchCriteria, StorageError,
+    CommitReport, Entry, HeaderMatch, MailUsage, SearchCriteria, StorageError,
 };
 use super::message::HostMessage;
 use super::pool::{Plugin, PluginError};
@@ -70,6 +70,18 @@ impl Plugin<StorageWorld> {
             .world
             .poplar_plugin_storage()
             .call_search(&mut lent.store, mbox, criteria)
+            .await;
+        self.settle(lent, r)
+    }
+
+    /// Measures the whole of `user`'s mail, the inbox and every folder
+    /// (`[quota]` checks, `poplar mailbox stats`).
+    pub async fn usage(&self, user: &str) -> Result<Result<MailUsage, StorageError>, PluginError> {
+        let mut lent = self.lend("usage").await?;
+        let r = lent
+            .world
+            .poplar_plugin_storage()
+            .call_usage(&mut lent.store, user)
             .await;
         self.settle(lent, r)
     }

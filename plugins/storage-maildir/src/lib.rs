@@ -59,6 +59,11 @@
 //!   fsyncs it, renames it to `new/<unique>,S=<octets>,W=<crlf octets>` and
 //!   fsyncs `new/`. A folder is created on first delivery, with Maildir++'s
 //!   `maildirfolder` marker.
+//! - Usage (quotas): the messages of the inbox and of every folder (each
+//!   directory `.<name>` of the user's Maildir that names a valid folder;
+//!   a link to a directory counts), as the listings would show them, and
+//!   their stored sizes: from the `,S=` field, else a stat. No message is
+//!   read. A user without a Maildir yet has none.
 //! - Search (`poplar mailbox search`) reads the messages in place, in
 //!   chunks: header fields decoded (folding, RFC 2047), body text raw and,
 //!   for messages up to 8 MiB, in decoded MIME text parts; the date is the
@@ -70,7 +75,9 @@ pub mod search;
 
 wit_bindgen::generate!({ path: "../../wit", world: "storage-plugin" });
 
-use exports::poplar::plugin::storage::{CommitReport, Entry, Guest, SearchCriteria, StorageError};
+use exports::poplar::plugin::storage::{
+    CommitReport, Entry, Guest, MailUsage, SearchCriteria, StorageError,
+};
 use maildir::{Config, Error, Maildir};
 use poplar::plugin::host::{self, Level};
 use poplar::plugin::message::Message;
@@ -160,6 +167,14 @@ impl Guest for Plugin {
 
     fn deliver(mbox: Mailbox, msg: &Message) -> Result<String, StorageError> {
         with_maildir(&mbox, |md| md.deliver(|offset, len| msg.read(offset, len)))
+    }
+
+    fn usage(user: String) -> Result<MailUsage, StorageError> {
+        let usage = config()?.usage(&user)?;
+        Ok(MailUsage {
+            messages: usage.messages,
+            octets: usage.octets,
+        })
     }
 
     fn search(mbox: Mailbox, criteria: SearchCriteria) -> Result<Vec<String>, StorageError> {

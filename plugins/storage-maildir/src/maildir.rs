@@ -110,6 +110,46 @@ impl Config {
             log: self.log,
         })
     }
+
+    /// The whole of `user`'s mail: the inbox and every Maildir++ folder
+    /// (each directory `<root>/<user>/.<name>` whose name [`Config::open`]
+    /// accepts as a folder), counted by [`Maildir::usage`]. A user with no
+    /// directory yet has none.
+    pub fn usage(&self, user: &str) -> Result<Usage> {
+        let inbox = self.open(user, None)?;
+        let mut total = inbox.usage()?;
+        let entries = match fs::read_dir(&inbox.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(total),
+            Err(e) => return Err(io_err("cannot list", &inbox.dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &inbox.dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // no mailbox can name it
+            };
+            let Some(folder) = name.strip_prefix('.') else {
+                continue; // cur/, new/, tmp/, dovecot-uidlist, ...
+            };
+            if folder.starts_with('.') || check_name("folder", folder).is_err() {
+                continue;
+            }
+            // A directory, or a link to one (as `open` would follow it).
+            let is_dir = match entry.file_type() {
+                Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+                Ok(t) => t.is_dir(),
+                Err(_) => false,
+            };
+            if is_dir {
+                total.add(self.open(user, Some(folder))?.usage()?);
+            }
+        }
+        (self.log)(&format!(
+            "usage of {user}: {} messages, {} octets",
+            total.messages, total.octets
+        ));
+        Ok(total)
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -131,6 +171,21 @@ pub struct Entry {
     pub size: u64,
     pub stored_size: u64,
     pub uid: String,
+}
+
+/// How much mail a user (or one Maildir) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub messages: u64,
+    /// Octets as stored.
+    pub octets: u64,
+}
+
+impl Usage {
+    fn add(&mut self, other: Usage) {
+        self.messages = self.messages.saturating_add(other.messages);
+        self.octets = self.octets.saturating_add(other.octets);
+    }
 }
 
 /// What `commit` did.
@@ -178,17 +233,8 @@ impl Maildir {
                 if name.starts_with('.') {
                     continue;
                 }
-                // The stored size is in the name (`,S=`, written by Poplar
-                // and Dovecot alike, and trusted as Dovecot trusts it):
-                // then the directory entry's type is enough, and a listing
-                // costs no stat per message.
-                let stored = match (s_size(base_name(&name)), entry.file_type()) {
-                    (Some(size), Ok(t)) if t.is_file() => size,
-                    (Some(_), Ok(t)) if !t.is_symlink() => continue,
-                    _ => match entry.metadata() {
-                        Ok(meta) if meta.is_file() => meta.len(),
-                        _ => continue, // not a regular file, or gone since readdir
-                    },
+                let Some(stored) = stored_size(&entry, &name) else {
+                    continue;
                 };
                 found.insert(
                     base_name(&name).to_string(),
@@ -251,6 +297,39 @@ impl Maildir {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Counts the messages of `new/` and `cur/` and their stored sizes by
+    /// the rules of [`Maildir::list`] (the same files, a message in both
+    /// directories once), without reading any message. A missing Maildir
+    /// has none.
+    pub fn usage(&self) -> Result<Usage> {
+        // Base name -> stored size; cur/ wins, as in `list`.
+        let mut found: HashMap<String, u64> = HashMap::new();
+        for sub in ["new", "cur"] {
+            let path = self.dir.join(sub);
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot list", &path, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("cannot list", &path, e))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue; // `list` skips it too
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                if let Some(stored) = stored_size(&entry, &name) {
+                    found.insert(base_name(&name).to_string(), stored);
+                }
+            }
+        }
+        Ok(Usage {
+            messages: found.len() as u64,
+            octets: found.values().fold(0, |sum, &n| sum.saturating_add(n)),
+        })
     }
 
     fn read_uidlist(&self) -> Result<Option<UidList>> {
@@ -492,6 +571,22 @@ impl Maildir {
             self.dir.display()
         ));
         Ok(format!("new/{final_name}"))
+    }
+}
+
+/// The stored size of a file found in `new/` or `cur/`. It is in the name
+/// when the name has a `,S=` field (written by Poplar and Dovecot alike, and
+/// trusted as Dovecot trusts it): then the directory entry's type is
+/// enough, and a listing costs no stat per message. Else the file's length.
+/// `None` for what is not a regular file, or is gone since the readdir.
+fn stored_size(entry: &fs::DirEntry, name: &str) -> Option<u64> {
+    match (s_size(base_name(name)), entry.file_type()) {
+        (Some(size), Ok(t)) if t.is_file() => Some(size),
+        (Some(_), Ok(t)) if !t.is_symlink() => None,
+        _ => match entry.metadata() {
+            Ok(meta) if meta.is_file() => Some(meta.len()),
+            _ => None,
+        },
     }
 }
 
@@ -1459,5 +1554,112 @@ mod tests {
         assert!(!stale.exists(), "stale tmp file removed");
         assert!(fresh.exists(), "a recent one may still be in use");
         assert_eq!(md.list().unwrap().len(), 2);
+    }
+
+    fn usage(messages: u64, octets: u64) -> Usage {
+        Usage { messages, octets }
+    }
+
+    #[test]
+    fn usage_counts_the_inbox_and_every_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // The inbox: 2 + 3 + 4 octets (the ,S= field is trusted).
+        put(root, "cur/1700000001.M1P1.h:2,S", b"ab");
+        put(root, "new/1700000002.M1P1.h", b"abc");
+        put(root, "new/1700000003.M1P1.h,S=4", b"much longer than 4");
+        // Folders, a Maildir++ sub-folder among them: 5 + 6 + 7 octets.
+        put(root, ".Junk/cur/1700000004.M1P1.h:2,", b"12345");
+        put(root, ".Junk/maildirfolder", b"");
+        put(root, ".Sent/new/1700000005.M1P1.h", b"123456");
+        put(
+            root,
+            ".Lists.rust/cur/1700000006.M1P1.h,S=7:2,S",
+            b"1234567",
+        );
+        let c = config(root);
+        assert_eq!(c.usage("u").unwrap(), usage(6, 27));
+        // Each part is what a listing of it adds up to.
+        let mut sum = Usage::default();
+        for folder in [None, Some("Junk"), Some("Sent"), Some("Lists.rust")] {
+            let list = c.open("u", folder).unwrap().list().unwrap();
+            sum.add(usage(
+                list.len() as u64,
+                list.iter().map(|e| e.stored_size).sum(),
+            ));
+        }
+        assert_eq!(sum, usage(6, 27));
+
+        // Not mail: tmp/ (the inbox's and a folder's), dot-files,
+        // directories among the messages, a dot-file that is not a
+        // directory, names no folder can have, directories without a dot
+        // (Courier's keywords), and an empty folder.
+        put(root, "tmp/1700000007.M1P1.h", b"in flight");
+        put(root, ".Junk/tmp/1700000008.M1P1.h", b"in flight");
+        put(root, "new/.hidden", b"x");
+        put(root, ".Sent/cur/.hidden", b"x");
+        fs::create_dir_all(root.join("u/cur/1700000009.dir")).unwrap();
+        put(root, ".notafolder", b"x");
+        put(root, "..dotdot/cur/1700000010.M1P1.h", b"x");
+        put(root, "courierimapkeywords/new/1700000011.M1P1.h", b"x");
+        put(root, "dovecot-uidlist", b"3 V1 N1\n");
+        fs::create_dir_all(root.join("u/.Empty/cur")).unwrap();
+        assert_eq!(c.usage("u").unwrap(), usage(6, 27));
+
+        // A message in both new/ and cur/ counts once, as it is listed.
+        put(root, "cur/1700000002.M1P1.h:2,S", b"abc");
+        assert_eq!(c.usage("u").unwrap(), usage(6, 27));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn usage_follows_a_linked_folder_and_skips_other_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        put(root, "new/1700000001.M1P1.h", b"ab");
+        fs::create_dir_all(root.join("elsewhere/cur")).unwrap();
+        fs::write(root.join("elsewhere/cur/1700000002.M1P1.h"), b"abc").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("u/.Archive")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("u/.Dangling")).unwrap();
+        let c = config(root);
+        assert_eq!(c.usage("u").unwrap(), usage(2, 5));
+        assert_eq!(
+            c.open("u", Some("Archive")).unwrap().list().unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn usage_of_a_user_without_mail_is_zero() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        assert_eq!(c.usage("nobody").unwrap(), Usage::default());
+        fs::create_dir_all(tmp.path().join("empty")).unwrap();
+        assert_eq!(c.usage("empty").unwrap(), Usage::default());
+        for bad in ["", "..", "a/b"] {
+            assert!(matches!(c.usage(bad), Err(Error::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn usage_grows_with_deliveries_to_inbox_and_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        c.open("u", None)
+            .unwrap()
+            .deliver(chunks_of(b"one\n"))
+            .unwrap();
+        assert_eq!(c.usage("u").unwrap(), usage(1, 4));
+        c.open("u", Some("Junk"))
+            .unwrap()
+            .deliver(chunks_of(b"two\r\n"))
+            .unwrap();
+        c.open("u", Some("Junk"))
+            .unwrap()
+            .deliver(chunks_of(b"three"))
+            .unwrap();
+        assert_eq!(c.usage("u").unwrap(), usage(3, 14));
+        // Another user's mail is theirs.
+        assert_eq!(c.usage("v").unwrap(), Usage::default());
     }
 }

@@ -16,11 +16,13 @@
 //! `commit` and `deliver` succeed without doing anything. `search` panics
 //! for `panic`, spins for `loop`, and otherwise matches the two messages
 //! naively (case-insensitive substrings of the whole text; dates ignored).
+//! `usage` panics for `panic`, spins for `loop`, and otherwise counts the
+//! two messages.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "storage-plugin" });
 
 use exports::poplar::plugin::storage::{
-    CommitReport, Entry, Guest, Mailbox, SearchCriteria, StorageError,
+    CommitReport, Entry, Guest, MailUsage, Mailbox, SearchCriteria, StorageError,
 };
 use poplar::plugin::message::Message;
 
@@ -55,6 +57,20 @@ fn honest() -> Vec<Entry> {
         .collect()
 }
 
+/// Panics for the user `panic`, spins forever for `loop`.
+fn misbehave(user: &str) {
+    match user {
+        "panic" => panic!("hostile storage panicked on purpose"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Guest for Plugin {
     fn validate() -> Result<(), String> {
         Ok(())
@@ -69,13 +85,7 @@ impl Guest for Plugin {
             }
             "dup-uid" => entries[1].uid = entries[0].uid.clone(),
             "huge-size" => entries[1].size = u64::MAX,
-            "panic" => panic!("hostile storage panicked on purpose"),
-            "loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "panic" | "loop" => misbehave(&mbox.user),
             "short-read" => {
                 for e in &mut entries {
                     e.size += SHORT_BY;
@@ -109,17 +119,16 @@ impl Guest for Plugin {
         Ok("m3".into())
     }
 
+    fn usage(user: String) -> Result<MailUsage, StorageError> {
+        misbehave(&user);
+        Ok(MailUsage {
+            messages: MESSAGES.len() as u64,
+            octets: MESSAGES.iter().map(|(_, _, c)| c.len() as u64).sum(),
+        })
+    }
+
     fn search(mbox: Mailbox, criteria: SearchCriteria) -> Result<Vec<String>, StorageError> {
-        match mbox.user.as_str() {
-            "panic" => panic!("hostile storage panicked on purpose"),
-            "loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
-            _ => {}
-        }
+        misbehave(&mbox.user);
         let hit = |content: &[u8]| {
             let text = String::from_utf8_lossy(content).to_lowercase();
             let size = content.len() as u64;
