@@ -31,6 +31,10 @@ pub struct Target {
     pub lmtp: SocketAddr,
     pub tls: TlsMode,
     pub connector: TlsConnector,
+    /// What the first TLS handshake negotiated, e.g. "TLSv1_3
+    /// TLS13_AES_256_GCM_SHA384 X25519", to show that both servers were
+    /// measured with the same cryptography.
+    pub negotiated: std::sync::OnceLock<String>,
 }
 
 /// A TLS client configuration trusting only the generated certificate.
@@ -133,12 +137,29 @@ impl Conn {
         }
     }
 
-    async fn tls(tcp: TcpStream, connector: &TlsConnector) -> Result<Stream> {
+    async fn tls(tcp: TcpStream, target: &Target) -> Result<Stream> {
         let name = rustls_pki_types::ServerName::try_from("localhost")?;
-        let tls = connector
+        let tls = target
+            .connector
             .connect(name, tcp)
             .await
             .context("TLS handshake")?;
+        if target.negotiated.get().is_none() {
+            let c = tls.get_ref().1;
+            let show = |o: Option<String>| o.unwrap_or_else(|| "?".into());
+            let _ = target.negotiated.set(format!(
+                "{} {} {}",
+                show(c.protocol_version().map(|v| format!("{v:?}"))),
+                show(
+                    c.negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite()))
+                ),
+                show(
+                    c.negotiated_key_exchange_group()
+                        .map(|g| format!("{:?}", g.name()))
+                ),
+            ));
+        }
         Ok(Stream::Tls(Box::new(tls)))
     }
 
@@ -237,7 +258,7 @@ impl Conn {
         let mut c = match target.tls {
             TlsMode::Implicit => {
                 let tcp = Self::tcp(target.implicit).await?;
-                Conn::new(Self::tls(tcp, &target.connector).await?)
+                Conn::new(Self::tls(tcp, target).await?)
             }
             TlsMode::None | TlsMode::Stls => {
                 Conn::new(Stream::Plain(Self::tcp(target.plain).await?))
@@ -252,7 +273,7 @@ impl Conn {
             let Stream::Plain(tcp) = c.io.into_inner() else {
                 bail!("STLS on a TLS connection");
             };
-            c = Conn::new(Self::tls(tcp, &target.connector).await?);
+            c = Conn::new(Self::tls(tcp, target).await?);
         }
         c.ok(&format!("USER {user}")).await?;
         c.ok(&format!("PASS {password}")).await?;

@@ -1,47 +1,95 @@
-//! `poplar-bench`: starts a real `poplar serve` on loopback with a generated
-//! corpus and drives one workload against it with many concurrent clients,
-//! then reports throughput, latency, errors and the CPU and memory the
-//! server (and the load generator itself) used.
+//! `poplar-bench`: starts a real `poplar serve` (or, for comparison, a
+//! Dovecot) on loopback with a generated corpus and drives one workload
+//! against it with many concurrent clients, then reports throughput,
+//! latency, errors and the CPU and memory the server (and the load
+//! generator itself) used.
 //!
 //! ```sh
 //! cargo build --release -p poplar
 //! cargo run --release -p poplar-bench -- --mode retr --concurrency 10
+//! cargo run --release -p poplar-bench -- --server dovecot --mode retr -c 10
+//! cargo run --release -p poplar-bench -- compare --runs 3 --duration 10
 //! cargo run -p poplar-bench -- --smoke       # CI: every mode, briefly
 //! ```
+//!
+//! See BENCHMARKS.md at the repository's root.
 
 mod client;
+mod compare;
 mod corpus;
+mod dovecot;
 mod report;
 mod server;
 mod setup;
 mod workload;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use client::{Target, TlsMode};
 use corpus::{Generator, Kind, Rng, SizeModel};
 use report::Report;
-use setup::{CorpusStats, SetupOptions};
+use setup::{CorpusStats, PasswordScheme, SetupOptions};
 use workload::{Delivery, Mode, Plan};
+
+/// The server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// `poplar serve` with the default plugins.
+    Poplar,
+    /// Dovecot 2.3 (`dovecot -F`), tuned for speed: see BENCHMARKS.md.
+    Dovecot,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Poplar => "Poplar",
+            ServerKind::Dovecot => "Dovecot",
+        }
+    }
+}
+
+#[derive(Subcommand, Clone)]
+enum Command {
+    /// Poplar and Dovecot side by side: a list of workloads, each run
+    /// `--runs` times per server, alternating; prints the medians and
+    /// their ratios.
+    Compare(compare::Args),
+}
 
 #[derive(Parser, Clone)]
 #[command(
     name = "poplar-bench",
     version,
     about = "Benchmark a real poplar server on loopback",
-    long_about = "Starts `poplar serve` with generated users, Maildirs and \
-                  configuration in a temporary directory, runs one workload \
-                  with concurrent clients for a bounded time, and reports \
-                  throughput, latency, errors, and the CPU and memory of the \
-                  server and of the benchmark itself."
+    long_about = "Starts `poplar serve` (or Dovecot, with --server dovecot) \
+                  with generated users, Maildirs and configuration in a \
+                  temporary directory, runs one workload with concurrent \
+                  clients for a bounded time, and reports throughput, \
+                  latency, errors, and the CPU and memory of the server and \
+                  of the benchmark itself. `compare` runs a list of \
+                  workloads against both servers."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The server under test.
+    #[arg(long, value_enum, default_value = "poplar")]
+    server: ServerKind,
+    /// The dovecot binary (default: `dovecot` on PATH or in /usr/sbin).
+    #[arg(long, global = true)]
+    dovecot: Option<PathBuf>,
+    /// How the passwd-file stores passwords (the same for both servers).
+    #[arg(long, value_enum, default_value = "plain", global = true)]
+    password_scheme: PasswordScheme,
     /// The workload.
     #[arg(long, short, value_enum, default_value = "login")]
     mode: Mode,
@@ -67,41 +115,41 @@ struct Cli {
     #[arg(long, value_enum, default_value = "none")]
     tls: TlsMode,
     /// Let TLS clients resume sessions (default: a full handshake each time).
-    #[arg(long)]
+    #[arg(long, global = true)]
     tls_resume: bool,
     /// Delivery filters: 0 none, 1 filter-rules, 2 filter-rules and
     /// filter-bayes (trained; a second filter-rules if bayes is not built).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     filters: u8,
     /// Largest generated message, octets (sizes: median ~20 kB, long tail).
-    #[arg(long, default_value_t = 6_000_000)]
+    #[arg(long, default_value_t = 6_000_000, global = true)]
     max_message_size: usize,
     /// Seed of the generated corpus.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
     /// The poplar binary (default: target/release/poplar, else
     /// target/debug/poplar).
-    #[arg(long)]
+    #[arg(long, global = true)]
     poplar: Option<PathBuf>,
     /// Directory with storage_maildir.wasm, auth_passwd.wasm,
     /// filter_rules.wasm (and optionally filter_bayes.wasm).
-    #[arg(long)]
+    #[arg(long, global = true)]
     plugins: Option<PathBuf>,
     /// Compiled-plugin cache shared between runs.
-    #[arg(long)]
+    #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
     /// POPLAR_LOG for the server (its log goes to server.log in the
     /// temporary directory).
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", global = true)]
     server_log: String,
     /// Worker threads of the load generator (default: one per CPU).
-    #[arg(long)]
+    #[arg(long, global = true)]
     threads: Option<usize>,
     /// Keep the temporary directory (corpus, config, server.log).
-    #[arg(long)]
+    #[arg(long, global = true)]
     keep: bool,
     /// Print the report as JSON on stdout instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// CI mode: every workload for 2 s at concurrency 2 on a tiny corpus;
     /// fails unless all complete work without errors.
@@ -112,6 +160,7 @@ struct Cli {
 /// One run's parameters.
 #[derive(Clone)]
 struct Spec {
+    server: ServerKind,
     mode: Mode,
     tls: TlsMode,
     concurrency: usize,
@@ -209,9 +258,91 @@ fn delivery_pool(spec: &Spec, seed: u64) -> (Vec<Delivery>, CorpusStats) {
     (pool, stats)
 }
 
+/// The server process under test.
+enum Running {
+    Poplar(server::Server),
+    Dovecot(dovecot::Dovecot),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Poplar(s) => s.pid,
+            Running::Dovecot(d) => d.pid,
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        match self {
+            Running::Poplar(s) => s.check_alive(),
+            Running::Dovecot(d) => d.check_alive(),
+        }
+    }
+
+    fn log_problems(&self) -> (u64, u64, Vec<String>) {
+        match self {
+            Running::Poplar(s) => s.log_problems(),
+            Running::Dovecot(d) => d.log_problems(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Running::Poplar(s) => s.stop(),
+            Running::Dovecot(d) => {
+                let killed = d.stop();
+                if killed > 0 {
+                    eprintln!(
+                        "poplar-bench: warning: {killed} Dovecot process(es) outlived the \
+                         master and were killed"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `<binary> --version`'s first line.
+fn version_of(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec) -> Result<Report> {
-    let poplar = find_poplar(cli)?;
-    let plugins = find_plugins(cli)?;
+    let dovecot_binary = match spec.server {
+        ServerKind::Dovecot => {
+            if spec.mode == Mode::Deliver {
+                bail!(
+                    "--mode deliver is Poplar only (Dovecot's LMTP server is not \
+                     part of this comparison)"
+                );
+            }
+            if spec.filters > 0 {
+                bail!("--filters are Poplar plugins: use --filters 0 with --server dovecot");
+            }
+            Some(dovecot::find(cli.dovecot.as_deref())?)
+        }
+        ServerKind::Poplar => None,
+    };
+    // Dovecot needs neither, but the corpus setup names them in the
+    // (unused) poplar.toml.
+    let (poplar, plugins) = match spec.server {
+        ServerKind::Poplar => (find_poplar(cli)?, find_plugins(cli)?),
+        ServerKind::Dovecot => (
+            find_poplar(cli).unwrap_or_else(|_| PathBuf::from("poplar")),
+            find_plugins(cli)
+                .unwrap_or_else(|_| workspace().join("target/wasm/wasm32-wasip2/plugin")),
+        ),
+    };
     let cache_dir = cli
         .cache_dir
         .clone()
@@ -219,9 +350,10 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
     eprintln!(
-        "poplar-bench: preparing {} users x {} messages{}",
+        "poplar-bench: preparing {} users x {} messages ({} passwords){}",
         spec.users,
         spec.messages,
+        cli.password_scheme.name(),
         if spec.filters > 0 {
             format!(", {} filter(s)", spec.filters)
         } else {
@@ -230,6 +362,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
     );
     let prepared = setup::prepare(&SetupOptions {
         users: spec.users,
+        scheme: cli.password_scheme,
         messages: spec.messages,
         filters: spec.filters,
         sizes: SizeModel {
@@ -246,29 +379,64 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
     } else {
         (Vec::new(), None)
     };
-    let mut server = server::Server::start(
-        &poplar,
-        &prepared.config,
-        prepared.root().join("server.log"),
-        &cli.server_log,
-    )?;
-    eprintln!(
-        "poplar-bench: {} (pid {}) on {} / {} / lmtp {}; running {} for {:.1}+{:.1} s",
-        poplar.display(),
-        server.pid,
-        server.plain,
-        server.implicit,
-        server.lmtp,
-        spec.mode.name(),
-        spec.warmup,
-        spec.duration
-    );
+    let (mut running, binary, version, plain, implicit, lmtp) = match &dovecot_binary {
+        None => {
+            let s = server::Server::start(
+                &poplar,
+                &prepared.config,
+                prepared.root().join("server.log"),
+                &cli.server_log,
+            )?;
+            let (plain, implicit, lmtp) = (s.plain, s.implicit, s.lmtp);
+            eprintln!(
+                "poplar-bench: {} (pid {}) on {plain} / {implicit} / lmtp {lmtp}; running {} \
+                 for {:.1}+{:.1} s",
+                poplar.display(),
+                s.pid,
+                spec.mode.name(),
+                spec.warmup,
+                spec.duration
+            );
+            (
+                Running::Poplar(s),
+                poplar.clone(),
+                version_of(&poplar),
+                plain,
+                implicit,
+                lmtp,
+            )
+        }
+        Some(bin) => {
+            let limits = dovecot::Limits::for_sessions(spec.concurrency);
+            let d = dovecot::Dovecot::start(bin, prepared.root(), &limits)?;
+            let (plain, implicit) = (d.plain, d.implicit);
+            eprintln!(
+                "poplar-bench: {} (pid {}, {}) on {plain} / {implicit}; running {} for \
+                 {:.1}+{:.1} s",
+                bin.display(),
+                d.pid,
+                d.conf.display(),
+                spec.mode.name(),
+                spec.warmup,
+                spec.duration
+            );
+            (
+                Running::Dovecot(d),
+                bin.clone(),
+                format!("Dovecot {}", dovecot::version(bin)),
+                plain,
+                implicit,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+        }
+    };
     let target = Arc::new(Target {
-        plain: server.plain,
-        implicit: server.implicit,
-        lmtp: server.lmtp,
+        plain,
+        implicit,
+        lmtp,
         tls: spec.tls,
         connector: client::tls_connector(&prepared.root().join("cert.pem"), cli.tls_resume)?,
+        negotiated: Default::default(),
     });
     let plan = Plan {
         mode: spec.mode,
@@ -277,19 +445,21 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
         messages: spec.messages,
         warmup: Duration::from_secs_f64(spec.warmup),
         duration: Duration::from_secs_f64(spec.duration),
-        server_pid: server.pid,
+        server_pid: running.pid(),
         deliveries: Arc::new(pool),
         seed: cli.seed,
     };
-    let outcome = rt.block_on(workload::run(plan, target));
+    let outcome = rt.block_on(workload::run(plan, target.clone()));
     // Give the server a moment to write its last log lines.
     std::thread::sleep(Duration::from_millis(200));
-    server.check_alive()?;
+    running.check_alive()?;
     let outcome = outcome?;
-    let (log_warnings, log_errors, first_log_errors) = server.log_problems();
+    let (log_warnings, log_errors, first_log_errors) = running.log_problems();
     let ctx = report::Context {
         mode: spec.mode,
         tls: spec.tls,
+        tls_negotiated: target.negotiated.get().cloned(),
+        password_scheme: cli.password_scheme,
         concurrency: spec.concurrency,
         users: spec.users,
         messages_per_user: spec.messages,
@@ -298,15 +468,17 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
         delivery_pool: pool_stats,
         warmup_secs: spec.warmup,
         server: report::ServerInfo {
-            binary: poplar.display().to_string(),
-            pid: server.pid,
+            kind: spec.server,
+            version,
+            binary: binary.display().to_string(),
+            pid: running.pid(),
             log_warnings,
             log_errors,
             first_log_errors,
         },
         worker_threads: threads,
     };
-    server.stop();
+    running.stop();
     if cli.keep {
         let kept = prepared.dir.keep();
         eprintln!("poplar-bench: kept {}", kept.display());
@@ -334,6 +506,7 @@ fn single(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exi
         |m| m as usize,
     );
     let spec = Spec {
+        server: cli.server,
         mode: cli.mode,
         tls: cli.tls,
         concurrency,
@@ -376,6 +549,7 @@ fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exit
     let mut failed = Vec::new();
     for (mode, tls, filters) in cases {
         let spec = Spec {
+            server: ServerKind::Poplar,
             mode,
             tls,
             concurrency: 2,
@@ -424,7 +598,19 @@ fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exit
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    server::raise_fd_limit();
+    // Every session takes a descriptor here and one (or, in Dovecot, a
+    // few) in the server, which inherits the limit.
+    let sessions = match &cli.command {
+        Some(Command::Compare(a)) => a.idle_sessions.max(100) as usize,
+        None => cli.concurrency as usize,
+    };
+    let fd_limit = server::raise_fd_limit((4 * sessions as u64 + 1024).max(65_536));
+    if (fd_limit as usize) < 2 * sessions + 100 {
+        eprintln!(
+            "poplar-bench: warning: only {fd_limit} file descriptors (RLIMIT_NOFILE) for \
+             {sessions} sessions"
+        );
+    }
     let threads = cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -441,10 +627,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = if cli.smoke {
-        smoke(&cli, &rt, threads)
-    } else {
-        single(&cli, &rt, threads)
+    let result = match &cli.command {
+        Some(Command::Compare(args)) => compare::run(&cli, args, &rt, threads),
+        None if cli.smoke => smoke(&cli, &rt, threads),
+        None => single(&cli, &rt, threads),
     };
     match result {
         Ok(code) => code,

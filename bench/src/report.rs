@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::ServerKind;
 use crate::client::TlsMode;
 use crate::server::Memory;
-use crate::setup::CorpusStats;
+use crate::setup::{CorpusStats, PasswordScheme};
 use crate::workload::{IdleMemory, Mode, Outcome};
 
 #[derive(Serialize, Clone, Copy, Default)]
@@ -43,11 +44,17 @@ impl Latency {
 
 #[derive(Serialize)]
 pub struct ServerReport {
+    pub kind: ServerKind,
+    /// `--version`'s first line.
+    pub version: String,
     pub binary: String,
-    /// "debug" or "release", from the binary's path.
+    /// "debug" or "release", from the binary's path ("unknown" for
+    /// Dovecot).
     pub profile: &'static str,
     pub pid: u32,
-    /// utime + stime over the window, all threads.
+    /// CPU over the window: user + system time of all threads of the
+    /// whole process tree (for Dovecot: master, auth, login and pop3
+    /// processes, including those that exited and were reaped).
     pub cpu_secs: f64,
     /// cpu_secs / window: 1.0 is one core busy.
     pub cpu_cores: f64,
@@ -55,7 +62,8 @@ pub struct ServerReport {
     pub cpu_us_per_op: Option<f64>,
     /// Server CPU per MB (10^6 octets) of payload.
     pub cpu_ms_per_mb: Option<f64>,
-    /// At the end of the window, with the clients still connected.
+    /// At the end of the window, with the clients still connected, summed
+    /// over the process tree.
     pub memory_end: Memory,
     pub log_warnings: u64,
     pub log_errors: u64,
@@ -87,6 +95,10 @@ pub struct SystemReport {
 pub struct Report {
     pub mode: Mode,
     pub tls: TlsMode,
+    /// Protocol, cipher suite and key exchange of the first handshake.
+    pub tls_negotiated: Option<String>,
+    /// How the passwd-file stores the passwords.
+    pub password_scheme: PasswordScheme,
     pub concurrency: usize,
     pub users: usize,
     pub messages_per_user: usize,
@@ -116,6 +128,8 @@ pub struct Report {
 pub struct Context {
     pub mode: Mode,
     pub tls: TlsMode,
+    pub tls_negotiated: Option<String>,
+    pub password_scheme: PasswordScheme,
     pub concurrency: usize,
     pub users: usize,
     pub messages_per_user: usize,
@@ -128,6 +142,8 @@ pub struct Context {
 }
 
 pub struct ServerInfo {
+    pub kind: ServerKind,
+    pub version: String,
     pub binary: String,
     pub pid: u32,
     pub log_warnings: u64,
@@ -160,6 +176,8 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
     Report {
         mode: ctx.mode,
         tls: ctx.tls,
+        tls_negotiated: ctx.tls_negotiated,
+        password_scheme: ctx.password_scheme,
         concurrency: ctx.concurrency,
         users: ctx.users,
         messages_per_user: ctx.messages_per_user,
@@ -177,7 +195,12 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
         errors: stats.errors,
         first_errors: stats.first_errors,
         server: ServerReport {
-            profile: profile_of(&ctx.server.binary),
+            kind: ctx.server.kind,
+            version: ctx.server.version,
+            profile: match ctx.server.kind {
+                ServerKind::Poplar => profile_of(&ctx.server.binary),
+                ServerKind::Dovecot => "unknown",
+            },
             binary: ctx.server.binary,
             pid: ctx.server.pid,
             cpu_secs: outcome.server_cpu_secs,
@@ -247,8 +270,10 @@ impl Report {
         let c = &self.corpus;
         let _ = writeln!(
             t,
-            "poplar-bench {mode}: tls={tls:?}, concurrency {conc}, {users} users x {m} messages, filters: {filters}",
+            "poplar-bench {mode} against {server}: tls={tls:?}, concurrency {conc}, {users} users x {m} messages ({scheme} passwords), filters: {filters}",
             mode = self.mode.name(),
+            server = self.server.kind.name(),
+            scheme = self.password_scheme.name(),
             tls = self.tls,
             conc = self.concurrency,
             users = self.users,
@@ -273,9 +298,16 @@ impl Report {
         }
         let _ = writeln!(
             t,
-            "  server            {} ({} build), window {:.2} s after {:.1} s warm-up",
-            self.server.binary, self.server.profile, self.window_secs, self.warmup_secs
+            "  server            {} ({}, {} build), window {:.2} s after {:.1} s warm-up",
+            self.server.binary,
+            self.server.version,
+            self.server.profile,
+            self.window_secs,
+            self.warmup_secs
         );
+        if let Some(n) = &self.tls_negotiated {
+            let _ = writeln!(t, "  TLS               {n}");
+        }
         let _ = writeln!(
             t,
             "  completed         {} {}, {:.1}/s",
@@ -321,10 +353,15 @@ impl Report {
         let m = &s.memory_end;
         let _ = writeln!(
             t,
-            "  server memory     peak RSS {}; at the end RSS {}, PSS {}",
+            "  server memory     peak RSS {}; at the end RSS {}, PSS {}{}",
             mib(m.peak_rss_kib),
             mib(m.rss_kib),
-            mib(m.pss_kib)
+            mib(m.pss_kib),
+            if m.processes > 1 {
+                format!(" (summed over {} processes)", m.processes)
+            } else {
+                String::new()
+            }
         );
         if s.log_warnings + s.log_errors > 0 {
             let _ = writeln!(

@@ -168,23 +168,115 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// utime + stime of a process, all threads, in seconds.
-pub fn process_cpu(pid: u32) -> Result<f64> {
+/// The fields of `/proc/<pid>/stat` after the command name, which may
+/// contain spaces: `fields[0]` is field 3 (state), `fields[1]` the ppid,
+/// `fields[11]`/`[12]` utime/stime, `[13]`/`[14]` cutime/cstime,
+/// `[19]` the start time.
+fn stat_fields(pid: u32) -> Result<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may contain spaces: fields count from after ')'.
     let rest = stat
         .rsplit_once(')')
         .ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?
         .1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
-    let ticks = |i: usize| -> Result<f64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
-            .parse::<u64>()? as f64)
-    };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
+    // The state is a letter: keep the positions, parse the numbers.
+    Ok(rest
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .collect())
+}
+
+fn field(fields: &[u64], i: usize, pid: u32) -> Result<u64> {
+    fields
+        .get(i)
+        .copied()
+        .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))
+}
+
+/// `root` and every live process descending from it (children first
+/// found by scanning `/proc`), `root` first.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok(f) = stat_fields(pid)
+                && let Some(&ppid) = f.get(1)
+            {
+                children.entry(ppid as u32).or_default().push(pid);
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        if let Some(c) = children.get(&tree[i]) {
+            tree.extend(c);
+        }
+        i += 1;
+    }
+    tree
+}
+
+/// CPU time of a process, all its threads (those that exited too),
+/// seconds with nanosecond precision, from its CPU-time clock
+/// (`clock_getcpuclockid`); `None` if it is gone.
+fn process_clock(pid: u32) -> Option<f64> {
+    // SAFETY: both calls write into the zeroed values we hand them.
+    unsafe {
+        let mut clock: libc::clockid_t = 0;
+        if libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) != 0 {
+            return None;
+        }
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_gettime(clock, &mut ts) != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+    }
+}
+
+/// CPU time of a whole process tree, seconds: the CPU time of `root` and
+/// of every live descendant, plus their cutime + cstime. cutime/cstime
+/// hold the time of the children a process has reaped, so a worker that
+/// exited (e.g. a Dovecot pop3 process after its session) still counts
+/// once it is reaped, and before that it is a live (zombie) descendant.
+/// Nothing counts twice. For a single process (poplar) this is its own
+/// CPU.
+///
+/// A live process's own time comes from its CPU-time clock (nanoseconds;
+/// the same sum of user and system time as /proc's utime + stime, which
+/// are in 10 ms clock ticks), falling back to utime + stime.
+pub fn tree_cpu(root: u32) -> Result<f64> {
+    let clk = clock_ticks();
+    let mut secs = 0.0;
+    for (i, pid) in process_tree(root).into_iter().enumerate() {
+        let f = match stat_fields(pid) {
+            Ok(f) => f,
+            // A descendant may have exited since the scan; its time is in
+            // its parent's cutime now (or will be when reaped).
+            Err(_) if i > 0 => continue,
+            Err(e) => return Err(e),
+        };
+        let own = match process_clock(pid) {
+            Some(s) => s,
+            None => (field(&f, 11, pid)? + field(&f, 12, pid)?) as f64 / clk,
+        };
+        let reaped = (field(&f, 13, pid)? + field(&f, 14, pid)?) as f64 / clk;
+        secs += own + reaped;
+    }
+    Ok(secs)
+}
+
+/// The start time of a process (clock ticks since boot), to tell it from a
+/// later process that reuses its pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid).ok().and_then(|f| f.get(19).copied())
 }
 
 /// CPU time all processes on the machine spent busy (user, nice, system,
@@ -219,14 +311,18 @@ pub fn own_cpu() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Memory of a process, KiB.
+/// Memory of a process, or summed over a process tree, KiB.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Memory {
-    /// VmHWM: peak resident set size since the process started.
+    /// VmHWM: peak resident set size since the process started (for a
+    /// tree: the sum of the live processes' peaks).
     pub peak_rss_kib: u64,
     pub rss_kib: u64,
-    /// Proportional set size (shared pages divided among their users).
+    /// Proportional set size (shared pages divided among their users):
+    /// summed over a tree, shared libraries count once in total.
     pub pss_kib: u64,
+    /// Processes summed (1 for poplar).
+    pub processes: u64,
 }
 
 pub fn memory(pid: u32) -> Result<Memory> {
@@ -242,22 +338,55 @@ pub fn memory(pid: u32) -> Result<Memory> {
         peak_rss_kib: field(&status, "VmHWM:"),
         rss_kib: field(&status, "VmRSS:"),
         pss_kib: field(&rollup, "Pss:"),
+        processes: 1,
     })
 }
 
+/// Memory summed over `root` and its live descendants.
+pub fn tree_memory(root: u32) -> Result<Memory> {
+    let mut sum = memory(root)?;
+    for pid in process_tree(root).into_iter().skip(1) {
+        // Processes that exited since the scan are skipped.
+        if let Ok(m) = memory(pid) {
+            sum.peak_rss_kib += m.peak_rss_kib;
+            sum.rss_kib += m.rss_kib;
+            sum.pss_kib += m.pss_kib;
+            sum.processes += 1;
+        }
+    }
+    Ok(sum)
+}
+
 /// Lets the benchmark (and the server it starts, which inherits it) open
-/// as many descriptors as the hard limit allows.
-pub fn raise_fd_limit() -> u64 {
+/// many descriptors: the soft limit goes up to the hard one, and the hard
+/// one (with the privilege to) up to `want` (within fs.nr_open). Returns
+/// the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
     // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
         }
+        let want = want.min(nr_open) as libc::rlim_t;
+        if r.rlim_max < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return want as u64;
+            }
+        }
         if r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
         r.rlim_cur as u64
     }
 }

@@ -18,8 +18,34 @@ pub fn password(user: &str) -> String {
 /// The domain recipients are addressed in over LMTP.
 pub const DOMAIN: &str = "bench.test";
 
+/// How the passwd-file stores the passwords. Both servers verify both
+/// (Poplar's auth-passwd and Dovecot's passwd-file passdb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum PasswordScheme {
+    /// `{PLAIN}pw-u0`: the cost of logging in without the hash.
+    #[value(name = "plain")]
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `{SHA512-CRYPT}$6$...` (5000 rounds, hashed with `openssl passwd
+    /// -6`): what a production passwd-file holds; each login costs a few
+    /// ms of CPU in either server.
+    #[value(name = "sha512-crypt")]
+    #[serde(rename = "SHA512-CRYPT")]
+    Sha512Crypt,
+}
+
+impl PasswordScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            PasswordScheme::Plain => "PLAIN",
+            PasswordScheme::Sha512Crypt => "SHA512-CRYPT",
+        }
+    }
+}
+
 pub struct SetupOptions {
     pub users: usize,
+    pub scheme: PasswordScheme,
     pub messages: usize,
     /// 0: no filter; 1: filter-rules; 2: filter-rules and a second filter.
     pub filters: u8,
@@ -63,12 +89,10 @@ pub fn prepare(opts: &SetupOptions) -> Result<Prepared> {
     for d in ["etc", "mail", "bayes"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    let mut passwd = String::from("# poplar-bench users\n");
-    for u in 0..opts.users {
-        let user = format!("u{u}");
-        writeln!(passwd, "{user}:{{PLAIN}}{}", password(&user))?;
-    }
-    std::fs::write(root.join("etc/passwd"), passwd)?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        passwd_file(opts.users, opts.scheme)?,
+    )?;
     poplar::net::tls::ensure_self_signed(&root.join("cert.pem"), &root.join("key.pem"))?;
     let corpus = write_corpus(root, opts)?;
 
@@ -110,6 +134,7 @@ junk_folder = "Junk"
 [server]
 hostname = "mail.{DOMAIN}"
 max_connections = 100000
+max_connections_per_ip = 100000
 
 [[listener]]
 address = "127.0.0.1:0"
@@ -162,6 +187,64 @@ chain = [{chain}]
         corpus,
         chain,
     })
+}
+
+/// The passwd-file of users u0..u<users-1>, Dovecot's format, which
+/// Poplar's auth-passwd reads too.
+fn passwd_file(users: usize, scheme: PasswordScheme) -> Result<String> {
+    let names: Vec<String> = (0..users).map(|u| format!("u{u}")).collect();
+    let secrets: Vec<String> = match scheme {
+        PasswordScheme::Plain => names.iter().map(|u| password(u)).collect(),
+        PasswordScheme::Sha512Crypt => sha512_crypt(&names)?,
+    };
+    let mut passwd = String::from("# poplar-bench users\n");
+    for (user, secret) in names.iter().zip(&secrets) {
+        writeln!(passwd, "{user}:{{{}}}{secret}", scheme.name())?;
+    }
+    Ok(passwd)
+}
+
+/// SHA-512 crypt hashes of the users' passwords (random salts, the
+/// default 5000 rounds), from one `openssl passwd -6 -stdin`.
+fn sha512_crypt(users: &[String]) -> Result<Vec<String>> {
+    use std::io::Write as _;
+    let mut child = Command::new("openssl")
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running `openssl passwd -6` to hash the passwords")?;
+    let mut input = String::new();
+    for u in users {
+        input.push_str(&password(u));
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // Written from a thread: openssl answers while it reads.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writing to openssl panicked"))??;
+    if !out.status.success() {
+        bail!(
+            "openssl passwd -6 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let hashes: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if hashes.len() != users.len() || hashes.iter().any(|h| !h.starts_with("$6$")) {
+        bail!(
+            "openssl passwd -6 gave {} hashes for {} users",
+            hashes.len(),
+            users.len()
+        );
+    }
+    Ok(hashes)
 }
 
 /// Paths go into TOML basic strings.

@@ -170,7 +170,7 @@ async fn sample_window(pid: u32, window: Window) -> Result<WindowSample> {
     sleep_until(window.start.into()).await;
     let sample = || -> Result<(f64, f64, f64, Instant)> {
         Ok((
-            server::process_cpu(pid)?,
+            server::tree_cpu(pid)?,
             server::own_cpu(),
             server::system_busy(),
             Instant::now(),
@@ -184,7 +184,7 @@ async fn sample_window(pid: u32, window: Window) -> Result<WindowSample> {
         server_cpu: s1 - s0,
         own_cpu: o1 - o0,
         system_busy: b1 - b0,
-        memory_end: server::memory(pid)?,
+        memory_end: server::tree_memory(pid)?,
     })
 }
 
@@ -484,11 +484,11 @@ async fn run_idle(plan: Plan, target: Arc<Target>) -> Result<Outcome> {
     let mut conns = open_sessions(&target, 0..baseline, plan.users, &mut stats).await;
     let held_before = conns.len();
     sleep(Duration::from_millis(300)).await;
-    let before = server::memory(pid)?;
+    let before = server::tree_memory(pid)?;
     conns.extend(open_sessions(&target, baseline..n, plan.users, &mut stats).await);
     let open_secs = opening.elapsed().as_secs_f64();
     sleep(Duration::from_millis(500)).await;
-    let after = server::memory(pid)?;
+    let after = server::tree_memory(pid)?;
     let added = (conns.len() - held_before).max(1) as f64;
     let idle = IdleMemory {
         baseline_sessions: held_before,
