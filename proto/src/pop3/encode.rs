@@ -60,26 +60,42 @@ impl MessageEncoder {
         self.part == Part::Done
     }
 
-    /// Encodes `chunk` onto `out`.
+    /// Encodes `chunk` onto `out`. Runs of ordinary bytes are found with
+    /// `memchr` and copied whole; only line ends are handled one by one.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 4);
-        for &b in chunk {
+        let mut rest = chunk;
+        while let Some(&first) = rest.first() {
             if self.part == Part::Done {
                 return;
             }
             if self.pending_cr {
                 self.pending_cr = false;
-                if b == b'\n' {
+                if first == b'\n' {
                     self.end_line(out);
+                    rest = &rest[1..];
                     continue;
                 }
                 // A bare CR is kept as it is: it is not a line ending.
-                self.put(b'\r', out);
+                self.put(b"\r", out);
             }
-            match b {
-                b'\r' => self.pending_cr = true,
-                b'\n' => self.end_line(out),
-                _ => self.put(b, out),
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                Some(0) => {
+                    if first == b'\r' {
+                        self.pending_cr = true;
+                    } else {
+                        self.end_line(out);
+                    }
+                    rest = &rest[1..];
+                }
+                Some(n) => {
+                    self.put(&rest[..n], out);
+                    rest = &rest[n..];
+                }
+                None => {
+                    self.put(rest, out);
+                    rest = &[];
+                }
             }
         }
     }
@@ -90,7 +106,7 @@ impl MessageEncoder {
         if self.part != Part::Done {
             if self.pending_cr {
                 self.pending_cr = false;
-                self.put(b'\r', out);
+                self.put(b"\r", out);
             }
             if !self.at_line_start {
                 out.extend_from_slice(b"\r\n");
@@ -99,13 +115,14 @@ impl MessageEncoder {
         out.extend_from_slice(TERMINATOR);
     }
 
-    fn put(&mut self, b: u8, out: &mut Vec<u8>) {
-        if self.at_line_start && b == b'.' {
+    /// Writes a non-empty run of bytes with no line end in it.
+    fn put(&mut self, run: &[u8], out: &mut Vec<u8>) {
+        if self.at_line_start && run[0] == b'.' {
             out.push(b'.');
         }
         self.at_line_start = false;
         self.line_empty = false;
-        out.push(b);
+        out.extend_from_slice(run);
     }
 
     fn end_line(&mut self, out: &mut Vec<u8>) {
