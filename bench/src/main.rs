@@ -10,6 +10,7 @@
 //! cargo run --release -p poplar-bench -- --server dovecot --mode retr -c 10
 //! cargo run --release -p poplar-bench -- compare --runs 3 --duration 10
 //! cargo run -p poplar-bench -- --smoke       # CI: every mode, briefly
+//! cargo run --release -p poplar-bench -- plugins   # the plugin path, in-process
 //! ```
 //!
 //! See BENCHMARKS.md at the repository's root.
@@ -18,6 +19,7 @@ mod client;
 mod compare;
 mod corpus;
 mod dovecot;
+mod plugins;
 mod report;
 mod server;
 mod setup;
@@ -63,6 +65,11 @@ enum Command {
     /// `--runs` times per server, alternating; prints the medians and
     /// their ratios.
     Compare(compare::Args),
+    /// The plugin path in-process, through the `poplar` library: loading
+    /// from the compiled cache, instantiation (fresh vs pooled), the auth
+    /// and storage calls of a session, and the filters' `classify` by
+    /// message size; median and p99 of each.
+    Plugins(plugins::Args),
 }
 
 #[derive(Parser, Clone)]
@@ -221,6 +228,16 @@ fn find_plugins(cli: &Cli) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The compiled-plugin cache shared between runs (created if missing).
+fn cache_dir(cli: &Cli) -> Result<PathBuf> {
+    let dir = cli
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/poplar-bench-cache"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 fn check_seconds(name: &str, v: f64, min: f64, max: f64) -> Result<()> {
     if !(v.is_finite() && v >= min && v <= max) {
         bail!("--{name} must be between {min} and {max} seconds, not {v}");
@@ -343,12 +360,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
                 .unwrap_or_else(|_| workspace().join("target/wasm/wasm32-wasip2/plugin")),
         ),
     };
-    let cache_dir = cli
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| workspace().join("target/poplar-bench-cache"));
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let cache_dir = cache_dir(cli)?;
     eprintln!(
         "poplar-bench: preparing {} users x {} messages ({} passwords){}",
         spec.users,
@@ -602,6 +614,7 @@ fn main() -> ExitCode {
     // few) in the server, which inherits the limit.
     let sessions = match &cli.command {
         Some(Command::Compare(a)) => a.idle_sessions.max(100) as usize,
+        Some(Command::Plugins(_)) => 0,
         None => cli.concurrency as usize,
     };
     let fd_limit = server::raise_fd_limit((4 * sessions as u64 + 1024).max(65_536));
@@ -629,6 +642,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Compare(args)) => compare::run(&cli, args, &rt, threads),
+        Some(Command::Plugins(args)) => plugins::run(&cli, args, &rt),
         None if cli.smoke => smoke(&cli, &rt, threads),
         None => single(&cli, &rt, threads),
     };

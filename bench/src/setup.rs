@@ -107,19 +107,7 @@ pub fn prepare(opts: &SetupOptions) -> Result<Prepared> {
     if opts.filters >= 2 {
         if bayes_wasm.is_file() {
             chain.push("bayes".to_string());
-            write!(
-                filters,
-                r#"
-[filter.bayes]
-path = "{}"
-dirs = [{{ host = "bayes", guest = "/data", writable = true }}]
-[filter.bayes.config]
-model = "/data/bayes.model"
-threshold = "0.9"
-junk_folder = "Junk"
-"#,
-                toml_path(&bayes_wasm)
-            )?;
+            filters.push_str(&bayes_filter(&bayes_wasm));
         } else {
             chain.push("rules2".to_string());
             filters.push_str(&rules_filter("rules2", &rules_wasm, RULES2));
@@ -206,7 +194,7 @@ fn passwd_file(users: usize, scheme: PasswordScheme) -> Result<String> {
 
 /// SHA-512 crypt hashes of the users' passwords (random salts, the
 /// default 5000 rounds), from one `openssl passwd -6 -stdin`.
-fn sha512_crypt(users: &[String]) -> Result<Vec<String>> {
+pub fn sha512_crypt(users: &[String]) -> Result<Vec<String>> {
     use std::io::Write as _;
     let mut child = Command::new("openssl")
         .args(["passwd", "-6", "-stdin"])
@@ -253,6 +241,22 @@ fn toml_path(p: &Path) -> String {
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
+}
+
+/// The `[filter.bayes]` table: its model in `<root>/bayes/`.
+pub fn bayes_filter(wasm: &Path) -> String {
+    format!(
+        r#"
+[filter.bayes]
+path = "{}"
+dirs = [{{ host = "bayes", guest = "/data", writable = true }}]
+[filter.bayes.config]
+model = "/data/bayes.model"
+threshold = "0.9"
+junk_folder = "Junk"
+"#,
+        toml_path(wasm)
+    )
 }
 
 fn rules_filter(name: &str, wasm: &Path, rules: &str) -> String {
@@ -377,22 +381,7 @@ fn write_corpus(root: &Path, opts: &SetupOptions) -> Result<CorpusStats> {
 /// Trains filter-bayes on generated spam and ham (with `poplar filter
 /// train`), so that it classifies instead of answering "untrained".
 fn train_bayes(root: &Path, config: &Path, opts: &SetupOptions) -> Result<()> {
-    let generator = Generator::new(opts.seed ^ 0xBA7E5);
-    let mut rng = Rng::derive(opts.seed, 0xBA7E5);
-    for (dir, kind) in [("train/spam", Kind::Spam), ("train/ham", Kind::Personal)] {
-        std::fs::create_dir_all(root.join(dir))?;
-        for i in 0..40u64 {
-            // Newsletters are ham too.
-            let kind = if kind == Kind::Personal && i % 3 == 0 {
-                Kind::Newsletter
-            } else {
-                kind
-            };
-            let size = 2_000 + rng.below(20_000);
-            let m = generator.message(&mut rng, kind, "train@bench.test", i, size, true);
-            std::fs::write(root.join(dir).join(format!("{i}.eml")), &m.lf)?;
-        }
-    }
+    write_training_set(root, opts.seed)?;
     let out = Command::new(&opts.poplar)
         .args(["filter", "train", "--config"])
         .arg(config)
@@ -408,6 +397,28 @@ fn train_bayes(root: &Path, config: &Path, opts: &SetupOptions) -> Result<()> {
             "poplar filter train failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    Ok(())
+}
+
+/// The Bayes training set: 40 spam in `<root>/train/spam/`, 40 ham
+/// (a third of them newsletters) in `<root>/train/ham/`, LF endings.
+pub fn write_training_set(root: &Path, seed: u64) -> Result<()> {
+    let generator = Generator::new(seed ^ 0xBA7E5);
+    let mut rng = Rng::derive(seed, 0xBA7E5);
+    for (dir, kind) in [("train/spam", Kind::Spam), ("train/ham", Kind::Personal)] {
+        std::fs::create_dir_all(root.join(dir))?;
+        for i in 0..40u64 {
+            // Newsletters are ham too.
+            let kind = if kind == Kind::Personal && i % 3 == 0 {
+                Kind::Newsletter
+            } else {
+                kind
+            };
+            let size = 2_000 + rng.below(20_000);
+            let m = generator.message(&mut rng, kind, "train@bench.test", i, size, true);
+            std::fs::write(root.join(dir).join(format!("{i}.eml")), &m.lf)?;
+        }
     }
     Ok(())
 }
