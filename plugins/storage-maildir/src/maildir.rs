@@ -208,12 +208,12 @@ impl Maildir {
         (self.log)(msg)
     }
 
-    /// Lists `new/` and `cur/`, oldest first. A missing Maildir is empty.
-    pub fn list(&self) -> Result<Vec<Entry>> {
-        // Read new/ before cur/ and let cur/ win: a message moved between the
-        // two scans then shows up once, under its current name.
-        // Base name -> (key, stored size).
-        let mut found: HashMap<String, (String, u64)> = HashMap::new();
+    /// The messages of `new/` and `cur/`: base name -> (key, stored
+    /// size). `new/` is read before `cur/` and `cur/` wins, so a message
+    /// moved between the two scans shows up once, under its current name.
+    /// A missing Maildir is empty.
+    fn scan(&self) -> Result<HashMap<String, (String, u64)>> {
+        let mut found = HashMap::new();
         for sub in ["new", "cur"] {
             let path = self.dir.join(sub);
             let entries = match fs::read_dir(&path) {
@@ -242,6 +242,12 @@ impl Maildir {
                 );
             }
         }
+        Ok(found)
+    }
+
+    /// Lists `new/` and `cur/`, oldest first. A missing Maildir is empty.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        let found = self.scan()?;
 
         let uidlist = match &self.uidl {
             Uidl::Poplar => None,
@@ -304,31 +310,10 @@ impl Maildir {
     /// directories once), without reading any message. A missing Maildir
     /// has none.
     pub fn usage(&self) -> Result<Usage> {
-        // Base name -> stored size; cur/ wins, as in `list`.
-        let mut found: HashMap<String, u64> = HashMap::new();
-        for sub in ["new", "cur"] {
-            let path = self.dir.join(sub);
-            let entries = match fs::read_dir(&path) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("cannot list", &path, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err("cannot list", &path, e))?;
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue; // `list` skips it too
-                };
-                if name.starts_with('.') {
-                    continue;
-                }
-                if let Some(stored) = stored_size(&entry, &name) {
-                    found.insert(base_name(&name).to_string(), stored);
-                }
-            }
-        }
+        let found = self.scan()?;
         Ok(Usage {
             messages: found.len() as u64,
-            octets: found.values().fold(0, |sum, &n| sum.saturating_add(n)),
+            octets: found.values().fold(0, |sum, &(_, n)| sum.saturating_add(n)),
         })
     }
 
