@@ -584,7 +584,11 @@ impl Session {
 
     fn authorization(&mut self, cmd: Command) -> Action {
         let plaintext_ok = self.plaintext_allowed();
-        let offered = self.offered_mechanisms();
+        // Only AUTH needs the list (Vec::new does not allocate).
+        let offered = match cmd {
+            Command::Auth { .. } => self.offered_mechanisms(),
+            _ => Vec::new(),
+        };
         let m = self.config.mechanisms;
         let State::Authorization {
             user,
@@ -868,7 +872,7 @@ impl Session {
     /// Starts a SCRAM exchange with the user's verifier (or a made-up one
     /// for a user without one, which then fails like a wrong password).
     fn scram_secret(&mut self, first: ClientFirst, outcome: SecretOutcome) -> Action {
-        let made_up = Verifier::unmatchable(&first.user, &self.config.secret);
+        let made_up = || Verifier::unmatchable(&first.user, &self.config.secret);
         let (verifier, real, principal) = match outcome {
             SecretOutcome::Found {
                 secret: Secret::ScramSha256(v),
@@ -877,12 +881,13 @@ impl Session {
             SecretOutcome::Found {
                 secret: Secret::Plaintext(pw),
                 principal,
-            } => (
-                Verifier::from_password(pw.as_bytes(), &made_up.salt, made_up.iterations),
-                true,
-                principal,
-            ),
-            SecretOutcome::Unavailable => (made_up, false, String::new()),
+            } => {
+                // A stable per-user salt, so clients may cache the key.
+                let salt = made_up();
+                let v = Verifier::from_password(pw.as_bytes(), &salt.salt, salt.iterations);
+                (v, true, principal)
+            }
+            SecretOutcome::Unavailable => (made_up(), false, String::new()),
             SecretOutcome::TempFail => {
                 return Action::Reply(err_code(
                     Code::SysTemp,
