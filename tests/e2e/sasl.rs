@@ -414,6 +414,15 @@ fn mpop_oauthbearer_and_xoauth2() {
         let r = mpop(&s, "alice", "oauthbearer", &bad, true);
         assert_ne!(r.code(), Some(0), "{what} token accepted: {}", r.output());
     }
+    // Each was refused by the token check, for its own reason.
+    for reason in [
+        "token expired",
+        "token audience does not match",
+        "token is for another user",
+        "token is not a JWS compact serialization",
+    ] {
+        s.wait_for_log(reason);
+    }
 }
 
 #[test]
