@@ -130,7 +130,7 @@ async fn seed_mail(config: &Config) -> Result<()> {
             uid: None,
             received: None,
         };
-        for result in storage.deliver(&[delivery]).await {
+        for result in storage.deliver(&[delivery]).await? {
             result.map_err(|e| anyhow::anyhow!("delivering a sample message: {e}"))?;
         }
     }

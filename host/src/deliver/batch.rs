@@ -6,6 +6,11 @@
 //! A delivery waits only while a batch is in flight; an idle server sends
 //! each message on its own at once. At most [`MAX_IN_FLIGHT`] batches run
 //! at a time and each holds at most [`MAX_BATCH`] messages.
+//!
+//! If the plugin fails on a batch (a trap, a deadline), which of its
+//! messages were stored is unknown; every delivery id stores at most once,
+//! so each message is tried again on its own: one message that makes the
+//! plugin fail costs only its own delivery, not its batch-mates'.
 
 use std::sync::Arc;
 
@@ -67,11 +72,37 @@ async fn run(storage: Arc<StoragePlugin>, mut rx: mpsc::UnboundedReceiver<Reques
         let storage = storage.clone();
         tokio::spawn(async move {
             let (deliveries, answers): (Vec<Delivery>, Vec<_>) = batch.into_iter().unzip();
-            let results = storage.deliver(&deliveries).await;
+            let results = store(&storage, deliveries).await;
             drop(permit);
             for (answer, result) in answers.into_iter().zip(results) {
                 let _ = answer.send(result);
             }
         });
+    }
+}
+
+/// Stores a batch; after a plugin failure, each message on its own.
+async fn store(storage: &StoragePlugin, batch: Vec<Delivery>) -> Vec<Result<Delivered, Failure>> {
+    match storage.deliver(&batch).await {
+        Ok(results) => results,
+        Err(e) if batch.len() == 1 => vec![Err(Failure::Plugin(e))],
+        Err(e) => {
+            tracing::warn!(
+                messages = batch.len(),
+                "storage failed on a delivery batch ({e}); trying each message on its own"
+            );
+            let mut results = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                results.push(
+                    match storage.deliver(std::slice::from_ref(&delivery)).await {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| {
+                            Err(Failure::Temporary("no answer from storage".into()))
+                        }),
+                        Err(e) => Err(Failure::Plugin(e)),
+                    },
+                );
+            }
+            results
+        }
     }
 }

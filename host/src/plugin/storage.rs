@@ -222,18 +222,14 @@ impl Plugin<StorageWorld> {
     }
 
     /// Stores a batch of messages in one call; one answer per message, in
-    /// order. A plugin failure fails every message of the batch.
-    pub async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<Delivered, Failure>> {
-        let all_failed = |e: &PluginError| {
-            batch
-                .iter()
-                .map(|_| Err(Failure::Temporary(e.to_string())))
-                .collect()
-        };
-        let mut lent = match self.lend("deliver").await {
-            Ok(lent) => lent,
-            Err(e) => return all_failed(&e),
-        };
+    /// order. `Err` is the plugin failing (trap, deadline), which leaves
+    /// unknown which messages were stored: each delivery id stores at most
+    /// once, so the caller may try them again.
+    pub async fn deliver(
+        &self,
+        batch: &[Delivery],
+    ) -> Result<Vec<Result<Delivered, Failure>>, PluginError> {
+        let mut lent = self.lend("deliver").await?;
         let mut owned = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for d in batch {
@@ -249,10 +245,7 @@ impl Plugin<StorageWorld> {
                         received: d.received,
                     });
                 }
-                Err(e) => {
-                    let e = self.settle::<()>(lent, Err(e)).unwrap_err();
-                    return all_failed(&e);
-                }
+                Err(e) => return self.settle(lent, Err(e)),
             }
         }
         let r = lent
@@ -263,25 +256,23 @@ impl Plugin<StorageWorld> {
         for own in owned {
             lent.unshare(own);
         }
-        match self.settle(lent, r) {
-            Ok(answers) if answers.len() == batch.len() => answers
-                .into_iter()
-                .map(|a| a.map_err(Failure::from))
-                .collect(),
-            Ok(answers) => {
-                tracing::error!(
-                    plugin = %self.name(),
-                    given = batch.len(),
-                    answered = answers.len(),
-                    "storage plugin answered a delivery batch with the wrong number of results"
-                );
-                batch
-                    .iter()
-                    .map(|_| Err(Failure::Temporary("bad answer from storage".into())))
-                    .collect()
-            }
-            Err(e) => all_failed(&e),
+        let answers = self.settle(lent, r)?;
+        if answers.len() != batch.len() {
+            tracing::error!(
+                plugin = %self.name(),
+                given = batch.len(),
+                answered = answers.len(),
+                "storage plugin answered a delivery batch with the wrong number of results"
+            );
+            return Ok(batch
+                .iter()
+                .map(|_| Err(Failure::Temporary("bad answer from storage".into())))
+                .collect());
         }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map_err(Failure::from))
+            .collect())
     }
 
     /// Principals that have mail, after `after`, at most `limit`.
