@@ -122,6 +122,14 @@ impl LeaseGuard {
         &self.state
     }
 
+    /// Whether the lease is still held as far as this node knows: not lost,
+    /// and last confirmed recently enough (a process stopped past its TTL
+    /// finds it has not been, before any renewal runs).
+    pub fn is_valid(&self) -> bool {
+        !self.state.is_lost()
+            && self.leases.now_ms() < self.state.valid_until_ms.load(Ordering::Acquire)
+    }
+
     /// Releases the lease and waits until storage has it back, so that the
     /// client's next login does not find its own maildrop in use.
     pub async fn release(mut self) {
@@ -246,7 +254,7 @@ impl Leases {
                     for (token, state) in &leases {
                         if lost.contains(token) {
                             tracing::warn!(
-                                "a maildrop lease was lost; its session ends without an UPDATE"
+                                "a maildrop lease was lost (storage says so); its session ends without an UPDATE"
                             );
                             state.mark_lost();
                         } else {
@@ -272,7 +280,7 @@ impl Leases {
                 && held.state.valid_until_ms.load(Ordering::Acquire) <= deadline
             {
                 tracing::warn!(
-                    "a maildrop lease could not be renewed in time; its session ends without an UPDATE"
+                    "a maildrop lease was lost (not renewed in time); its session ends without an UPDATE"
                 );
                 held.state.mark_lost();
             }

@@ -357,7 +357,7 @@ impl Connection {
         tracing::warn!(
             peer = %self.peer,
             user = %self.session.principal().unwrap_or("-"),
-            "maildrop lease lost; ending the session without an UPDATE"
+            "the maildrop lease was lost; ending the session without an UPDATE"
         );
         self.output.extend_from_slice(&err_code(
             Code::SysTemp,
@@ -642,7 +642,7 @@ impl Connection {
         let (Some(mailbox), Some(lease)) = (&self.mailbox, &self.lease) else {
             return Err(StorageFailure::Temporary);
         };
-        if lease.state().is_lost() {
+        if !lease.is_valid() {
             tracing::warn!(
                 user = principal,
                 "UPDATE skipped: the maildrop lease was lost"
