@@ -230,22 +230,19 @@ impl Plugin<StorageWorld> {
         batch: &[Delivery],
     ) -> Result<Vec<Result<Delivered, Failure>>, PluginError> {
         let mut lent = self.lend("deliver").await?;
-        let mut owned = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for d in batch {
-            match lent.share(&d.msg) {
-                Ok((own, borrowed)) => {
-                    owned.push(own);
-                    items.push(WitDelivery {
-                        mbox: d.mbox.clone(),
-                        msg: borrowed,
-                        id: d.id.clone(),
-                        quota: d.quota,
-                        uid: d.uid.clone(),
-                        received: d.received,
-                    });
-                }
-                Err(e) => return self.settle(lent, Err(e)),
+            // Handed over: the guest drops each message when done with it.
+            match lent.store.data_mut().table.push(d.msg.clone()) {
+                Ok(msg) => items.push(WitDelivery {
+                    mbox: d.mbox.clone(),
+                    msg,
+                    id: d.id.clone(),
+                    quota: d.quota,
+                    uid: d.uid.clone(),
+                    received: d.received,
+                }),
+                Err(e) => return self.settle(lent, Err(e.into())),
             }
         }
         let r = lent
@@ -253,9 +250,6 @@ impl Plugin<StorageWorld> {
             .poplar_plugin_storage()
             .call_deliver(&mut lent.store, &items)
             .await;
-        for own in owned {
-            lent.unshare(own);
-        }
         let answers = self.settle(lent, r)?;
         if answers.len() != batch.len() {
             tracing::error!(
