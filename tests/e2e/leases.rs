@@ -199,3 +199,54 @@ fn the_same_delivery_twice_stores_one_message() {
     assert_eq!(maildir_files(&a.maildir("bob").join(".Archive")).len(), 1);
     assert_eq!(maildir_files(&a.maildir("bob")).len(), 1);
 }
+
+/// `poplar session list` shows who holds which maildrop on which node;
+/// `poplar session kick` ends the session wherever it is, deleting nothing.
+#[test]
+fn session_list_and_kick() {
+    let a = node_a();
+    let b = node_on(&a, "b");
+    let mut held = b.login("alice", "alice-pw");
+    held.ok("DELE 1");
+    let poplar = |args: &[&str]| {
+        Command::new(POPLAR)
+            .args(args)
+            .arg("-c")
+            .arg(a.dir.path().join("poplar.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = poplar(&["session", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sessions = doc["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{doc}");
+    assert_eq!(sessions[0]["user"], "alice");
+    assert_eq!(sessions[0]["node"], "b");
+    assert!(sessions[0]["session"].as_str().unwrap().starts_with("b/"));
+    assert!(
+        sessions[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let table = String::from_utf8(poplar(&["session", "list"]).stdout).unwrap();
+    assert!(
+        table.starts_with("USER") && table.contains("alice"),
+        "{table}"
+    );
+    // Kick: the lease is broken; node b ends the session at its next
+    // renewal with [SYS/TEMP], and DELE 1 is not applied.
+    let out = poplar(&["session", "kick", "alice"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = held.line();
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    assert_eq!(maildir_files(&a.maildir("alice")).len(), 2);
+    b.wait_for_log("maildrop lease was lost");
+    let out = poplar(&["session", "kick", "alice"]);
+    assert_eq!(out.status.code(), Some(1), "nobody left to kick: {out:?}");
+    // alice can log in again at once.
+    let mut again = a.login("alice", "alice-pw");
+    assert!(again.ok("STAT").starts_with("+OK 2 "));
+    again.ok("QUIT");
+}

@@ -41,13 +41,9 @@ use crate::plugin::storage::{
 };
 use crate::plugin::{AuthPlugin, PluginError, Runtime, StoragePlugin};
 
-const EX_NOMATCH: u8 = 1;
-const EX_USAGE: u8 = 64;
-const EX_DATAERR: u8 = 65;
-const EX_NOUSER: u8 = 67;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_TEMPFAIL: u8 = 75;
-const EX_CONFIG: u8 = 78;
+use super::exit::{
+    EX_CONFIG, EX_DATAERR, EX_NOMATCH, EX_NOUSER, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+};
 
 /// Storage calls from these commands may walk a whole mailbox (a search
 /// reads every message): they get at least this deadline.
