@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
 use poplar::deliver::{Deliverer, Outcome};
-use poplar::plugin::filter::TrainablePlugin;
+use poplar::plugin::filter::{Example, TrainablePlugin};
 use poplar::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
 
 #[derive(Parser)]
@@ -565,25 +565,32 @@ async fn train(config: PathBuf, plugin: String, spam: PathBuf, ham: PathBuf) -> 
         spam.len(),
         ham.len()
     );
-    let read = |files: &[PathBuf]| -> Result<Vec<HostMessage>> {
+    let read = |files: &[PathBuf], class: &str| -> Result<Vec<Example>> {
         files
             .iter()
             .map(|f| {
-                Ok(HostMessage::new(
-                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-                ))
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                Ok(Example {
+                    msg: HostMessage::new(bytes),
+                    class: class.to_string(),
+                    principal: None,
+                    envelope: None,
+                    unlearn: false,
+                })
             })
             .collect()
     };
     let batches = spam.len().max(ham.len()).div_ceil(TRAIN_BATCH);
     for b in 0..batches {
-        let part = |files: &[PathBuf]| {
+        let part = |files: &[PathBuf], class: &str| {
             let start = (b * TRAIN_BATCH).min(files.len());
             let end = ((b + 1) * TRAIN_BATCH).min(files.len());
-            read(&files[start..end])
+            read(&files[start..end], class)
         };
+        let mut examples = part(&spam, "spam")?;
+        examples.extend(part(&ham, "ham")?);
         let report = trainer
-            .train(&part(&spam)?, &part(&ham)?)
+            .train(&examples)
             .await?
             .map_err(|e| anyhow::anyhow!("plugin {plugin} refused to train: {e}"))?;
         println!(
