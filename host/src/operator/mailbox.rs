@@ -456,6 +456,9 @@ fn has_empty_line(block: &[u8]) -> bool {
 }
 
 fn storage_failure(doing: &str, e: storage::Failure) -> Failure {
+    if let storage::Failure::Plugin(e) = e {
+        return plugin_failure(e);
+    }
     if e.is_temporary() {
         Failure {
             code: EX_TEMPFAIL,
