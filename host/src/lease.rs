@@ -103,6 +103,9 @@ struct Held {
     state: Arc<LeaseState>,
 }
 
+/// A lease's token and state, as one renewal round sees it.
+type Tracked = (String, Arc<LeaseState>);
+
 /// A lease held by one session; dropping it releases the lease.
 pub struct LeaseGuard {
     leases: Arc<Leases>,
@@ -230,7 +233,7 @@ impl Leases {
     /// in use (normally one). Returns whether every call succeeded.
     pub async fn renew_all(&self) -> bool {
         // Group the tokens by the plugin version that granted them.
-        let mut groups: Vec<(Arc<StoragePlugin>, Vec<(String, Arc<LeaseState>)>)> = Vec::new();
+        let mut groups: Vec<(Arc<StoragePlugin>, Vec<Tracked>)> = Vec::new();
         for (token, held) in self.lock().iter() {
             match groups
                 .iter_mut()

@@ -6,7 +6,7 @@
 //! with `-ERR [SYS/TEMP]` and deletes nothing.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -91,7 +91,7 @@ pub async fn run(cmd: SessionCmd) -> ExitCode {
     }
 }
 
-async fn load(config: &PathBuf) -> anyhow::Result<std::sync::Arc<StoragePlugin>> {
+async fn load(config: &Path) -> anyhow::Result<std::sync::Arc<StoragePlugin>> {
     let config = Config::load(config)?;
     let runtime = Runtime::new(&config.runtime)?;
     StoragePlugin::load(&runtime, "storage", &config.storage).await
