@@ -3,10 +3,12 @@
 //!
 //! # Steps, for a batch
 //!
-//! 1. Each message is written to `tmp/<unique>-<id>` of its Maildir in
-//!    256 KiB chunks, counting its stored octets (`S=`) and CRLF octets
-//!    (`W=`) as it goes, and fsynced. (A migration's `received` time becomes
-//!    the name's timestamp and the file's modification time.)
+//! 1. Each message is written to `tmp/<unique>-<id>` of its Maildir (of
+//!    the inbox while the target folder does not exist yet, so that a
+//!    refused delivery creates no folder) in 256 KiB chunks, counting its
+//!    stored octets (`S=`) and CRLF octets (`W=`) as it goes, and fsynced.
+//!    (A migration's `received` time becomes the name's timestamp and the
+//!    file's modification time.)
 //! 2. Each `tmp/` directory is fsynced once.
 //! 3. For each user, in name order, under the user's lock
 //!    ([`crate::lock`]): a delivery id that has a marker
@@ -14,10 +16,10 @@
 //!    with the first key (`duplicate`); otherwise the quota is checked
 //!    against the user's usage (counted once, then kept up to date for the
 //!    rest of the batch), a migrated UIDL is checked against the mailbox's
-//!    and recorded in `poplar-uidlist`, and a marker naming the final key
-//!    and the temporary file is written and fsynced. The ids directory is
-//!    fsynced once, then every message is renamed into `new/` and the lock
-//!    is released.
+//!    and recorded in `poplar-uidlist`, the target folder is created if
+//!    needed, and a marker naming the final key and the temporary file is
+//!    written and fsynced. The ids directory is fsynced once, then every
+//!    message is renamed into `new/` and the lock is released.
 //! 4. Each `new/` directory is fsynced once; only then are the answers
 //!    given (group commit: one directory fsync per directory per batch).
 //!
@@ -196,15 +198,32 @@ pub fn id_of_tmp(name: &str) -> Option<&str> {
     check_id(id).ok().map(|_| id)
 }
 
+/// A temporary file's path relative to the user's directory.
+fn tmp_relative(maildir: &Maildir, name: &str) -> String {
+    match maildir.folder() {
+        Some(folder) => format!(".{folder}/tmp/{name}"),
+        None => format!("tmp/{name}"),
+    }
+}
+
+/// `rel` (a marker's `tmp`) under `user_dir`, if it stays there.
+fn under_user(user_dir: &Path, rel: &str) -> Option<PathBuf> {
+    rel.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+        .then(|| user_dir.join(rel))
+}
+
 /// A message written to `tmp/` (step 1), waiting for its user's turn.
 struct Staged {
     /// Its place in the batch.
     index: usize,
+    /// Where it goes.
     maildir: Maildir,
     user_dir: PathBuf,
     id: String,
     quota: Quota,
     uid: Option<String>,
+    /// Its temporary file, relative to `user_dir`.
     tmp: String,
     /// `new/<unique>,S=..,W=..`
     key: String,
@@ -213,7 +232,14 @@ struct Staged {
 
 impl Staged {
     fn tmp_path(&self) -> PathBuf {
-        self.maildir.dir().join("tmp").join(&self.tmp)
+        self.user_dir.join(&self.tmp)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.tmp_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     fn discard(&self) {
@@ -248,13 +274,12 @@ impl Config {
             }
         }
         // 2. One fsync per tmp/ directory.
-        let tmp_dirs: BTreeSet<PathBuf> =
-            staged.iter().map(|s| s.maildir.dir().join("tmp")).collect();
+        let tmp_dirs: BTreeSet<PathBuf> = staged.iter().map(Staged::tmp_dir).collect();
         for dir in tmp_dirs {
             if let Err(e) = sync_dir(&dir) {
                 let err = io_err("cannot fsync", &dir, e);
                 staged.retain(|s| {
-                    let failed = s.maildir.dir().join("tmp") == dir;
+                    let failed = s.tmp_dir() == dir;
                     if failed {
                         s.discard();
                         answers[s.index] = Some(Err(err.clone()));
@@ -312,12 +337,20 @@ impl Config {
                 "uid {uid:?} is not a valid UIDL (1 to 70 characters in 0x21..0x7E)"
             )));
         }
-        maildir.create()?;
-        sweep_tmp(&maildir, &user_dir);
+        // Written where it goes if that folder exists; else in the inbox, so
+        // that a refused delivery creates no folder.
+        let staging = if maildir.dir().join("tmp").is_dir() {
+            self.open(&request.user, request.folder.as_deref())?
+        } else {
+            self.open(&request.user, None)?
+        };
+        staging.create()?;
+        sweep_tmp(&staging, &user_dir);
 
         let unique = unique_name(request.received.unwrap_or(now));
-        let tmp = format!("{unique}-{id}");
-        let tmp_path = maildir.dir().join("tmp").join(&tmp);
+        let name = format!("{unique}-{id}");
+        let tmp = tmp_relative(&staging, &name);
+        let tmp_path = user_dir.join(&tmp);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -451,10 +484,8 @@ impl Config {
                 None => *usage.insert(self.usage(s.maildir.user())?),
             };
             if let Some(why) = s.quota.refusal(current, s.stored) {
-                return Err(Error::OverQuota(format!(
-                    "{} is over quota: {why}",
-                    s.maildir.user()
-                )));
+                // The host names the user; the text says by how much.
+                return Err(Error::OverQuota(why));
             }
         }
         let base = base_name(&s.key["new/".len()..]).to_string();
@@ -479,6 +510,7 @@ impl Config {
             }
             None => poplar_uid(&base),
         };
+        s.maildir.create()?;
         let marker = Marker {
             folder: s.maildir.folder().map(str::to_string),
             key: s.key.clone(),
@@ -537,8 +569,10 @@ impl Config {
         if maildir.resolve(&marker.key)?.is_some() {
             return Ok(delivered);
         }
-        let tmp = maildir.dir().join("tmp").join(&marker.tmp);
-        if tmp.is_file() {
+        if let Some(tmp) = under_user(&s.user_dir, &marker.tmp)
+            && tmp.is_file()
+        {
+            maildir.create()?;
             let dest = maildir.dir().join(&marker.key);
             fs::rename(&tmp, &dest).map_err(|e| io_err("cannot rename into", &dest, e))?;
             (self.log)(&format!(
@@ -554,29 +588,33 @@ impl Config {
         Ok(delivered)
     }
 
-    /// Finishes the delivery whose temporary file is `tmp_name` in
-    /// `maildir` if its marker names it and its message is missing (for
-    /// `gc`); `true` if it did. The caller holds the user's lock.
-    pub fn finish_crashed(&self, maildir: &Maildir, tmp_name: &str) -> Result<bool> {
+    /// Finishes the delivery whose temporary file is `tmp_name` in the
+    /// `tmp/` of `staging`, if its marker names that file and its message
+    /// is missing (for `gc`); `true` if it did. The caller holds the user's
+    /// lock.
+    pub fn finish_crashed(&self, staging: &Maildir, tmp_name: &str) -> Result<bool> {
         let Some(id) = id_of_tmp(tmp_name) else {
             return Ok(false);
         };
-        let user_dir = self.user_dir(maildir.user())?;
+        let user_dir = self.user_dir(staging.user())?;
         let Some(marker) = read_optional(&marker_path(&user_dir, id))?
             .as_deref()
             .and_then(Marker::parse)
         else {
             return Ok(false);
         };
-        if marker.tmp != tmp_name
-            || marker.folder.as_deref() != maildir.folder()
+        let Ok(maildir) = self.open(staging.user(), marker.folder.as_deref()) else {
+            return Ok(false);
+        };
+        if marker.tmp != tmp_relative(staging, tmp_name)
             || check_key(&marker.key).is_err()
             || maildir.resolve(&marker.key)?.is_some()
         {
             return Ok(false);
         }
+        maildir.create()?;
         let dest = maildir.dir().join(&marker.key);
-        fs::rename(maildir.dir().join("tmp").join(tmp_name), &dest)
+        fs::rename(staging.dir().join("tmp").join(tmp_name), &dest)
             .map_err(|e| io_err("cannot rename into", &dest, e))?;
         sync_dir(&maildir.dir().join("new")).map_err(|e| io_err("cannot fsync", &dest, e))?;
         Ok(true)
@@ -862,6 +900,36 @@ mod tests {
         assert!(names(&tmp.path().join("u/tmp")).is_empty());
     }
 
+    #[test]
+    fn a_refused_delivery_creates_no_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        one(&c, request("u", None, &id(1), b"fills it\n")).unwrap();
+        let mut r = request("u", Some("Other"), &id(2), b"refused\n");
+        r.quota = Quota {
+            messages: Some(1),
+            octets: None,
+        };
+        assert!(matches!(one(&c, r), Err(Error::OverQuota(_))));
+        assert!(!tmp.path().join("u/.Other").exists());
+        assert!(names(&tmp.path().join("u/tmp")).is_empty());
+        // Accepted, it is created, and a crash before the rename is
+        // finished from the inbox's tmp/ by the retry.
+        let now = crate::files::now();
+        c.deliver_until(
+            vec![request("u", Some("Other"), &id(3), b"kept\n")],
+            now,
+            Some(Crash::AfterMarkers),
+        );
+        make_lock_stale(&tmp.path().join("u"));
+        assert_eq!(names(&tmp.path().join("u/tmp")).len(), 1);
+        let retry = one(&c, request("u", Some("Other"), &id(3), b"kept\n")).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(listing(&c, "u", Some("Other")).len(), 1);
+        assert!(tmp.path().join("u/.Other/maildirfolder").is_file());
+        assert!(names(&tmp.path().join("u/tmp")).is_empty());
+    }
+
     /// Parallel deliveries to one user (threads standing for processes or
     /// nodes) never store more than the quota allows.
     #[test]
@@ -1001,7 +1069,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_rename_is_finished_by_the_retry() {
+    fn a_failed_delivery_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let c = config(tmp.path());
         let dir = tmp.path().join("u");
@@ -1011,7 +1079,8 @@ mod tests {
         let sabotage = dir.clone();
         r.read = Box::new(move |offset, len| {
             if offset == 0 {
-                // Sabotage the rename: new/ becomes a regular file.
+                // Break the Maildir while the message is written: new/
+                // becomes a regular file.
                 fs::remove_dir(sabotage.join("new")).unwrap();
                 fs::write(sabotage.join("new"), b"").unwrap();
             }
@@ -1019,13 +1088,13 @@ mod tests {
         });
         let result = one(&c, r);
         assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
-        // The marker stays (a retry finishes the job), naming the tmp file.
+        assert!(names(&dir.join("tmp")).is_empty(), "no temporary file");
+        assert!(names(&dir.join(IDS_DIR)).is_empty(), "no delivery id");
+        // Repaired, the MTA's retry stores it.
         fs::remove_file(dir.join("new")).unwrap();
-        fs::create_dir(dir.join("new")).unwrap();
         let retry = one(&c, request("u", None, &id(1), &data)).unwrap();
-        assert!(retry.duplicate);
+        assert!(!retry.duplicate);
         assert_eq!(listing(&c, "u", None).len(), 1);
-        assert!(names(&dir.join("tmp")).is_empty());
     }
 
     #[test]
@@ -1058,7 +1127,7 @@ mod tests {
         let m = Marker {
             folder: Some("Odd name\nwith break".into()),
             key: "new/1.a,S=1,W=2".into(),
-            tmp: format!("1.a-{}", id(1)),
+            tmp: format!(".Odd/tmp/1.a-{}", id(1)),
             uid: "u-1".into(),
         };
         assert_eq!(Marker::parse(&m.to_bytes()), Some(m.clone()));

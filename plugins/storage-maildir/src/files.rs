@@ -184,6 +184,13 @@ pub fn remove_own(path: &Path, mine: &[u8]) -> Result<bool> {
     }
 }
 
+/// Removes `path` if it still holds `seen`, which the caller just read and
+/// knows to be its own (so not a fresh file someone is writing): see
+/// [`remove_if_unchanged`].
+pub fn remove_exact(path: &Path, seen: &[u8]) -> Result<bool> {
+    remove_if_unchanged(path, seen)
+}
+
 /// Removes `path` if it still holds exactly `seen` (a compare-and-delete
 /// built on `rename`, which only one process can win): the file is renamed
 /// to a unique sibling and read there. If it is what the caller saw, it is

@@ -47,7 +47,9 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::files::{break_stale, create_exclusive, mtime, read_optional, remove_own, replace_file};
+use crate::files::{
+    break_stale, create_exclusive, mtime, read_optional, remove_exact, replace_file,
+};
 use crate::names::{escape, unescape};
 
 /// The lease file in a Maildir.
@@ -210,7 +212,11 @@ fn read_state(path: &Path, now: i64) -> Result<State> {
 /// holder: `Ok(Ok(()))` when taken, `Ok(Err(holder))` when someone else
 /// holds it.
 pub fn take(dir: &Path, lease: &Lease, now: i64) -> Result<std::result::Result<(), Holder>> {
-    fs::create_dir_all(dir).map_err(|e| crate::error::io_err("cannot create", dir, e))?;
+    // Checked only when needed (a mailbox with no mail yet): a login costs
+    // no extra file-system call.
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(|e| crate::error::io_err("cannot create", dir, e))?;
+    }
     let path = dir.join(LEASE_FILE);
     let mine = lease.to_bytes();
     let mut last = Holder::unknown();
@@ -297,7 +303,8 @@ pub fn release(dir: &Path, id: &str, now: i64) -> Result<()> {
     if let State::Held(lease, bytes) = read_state(&path, now)?
         && lease.id == id
     {
-        remove_own(&path, &bytes)?;
+        // Just read, and ours: no one else writes it while it holds our id.
+        remove_exact(&path, &bytes)?;
     }
     Ok(())
 }
