@@ -47,4 +47,4 @@ if [ "$(id -u)" = 0 ]; then
 fi
 examples/filters/build-all.sh
 
-cargo test --workspace --locked "$@"
+cargo test --workspace --release --locked "$@"

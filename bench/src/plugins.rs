@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use poplar::config::{Config, PluginConfig, RuntimeConfig};
 use poplar::plugin::auth::{Decision, Login, Peer};
-use poplar::plugin::filter::{Envelope, TrainablePlugin, Verdict};
+use poplar::plugin::filter::{Envelope, Example, TrainablePlugin, Verdict};
 use poplar::plugin::storage::Mailbox;
 use poplar::plugin::{AuthPlugin, FilterPlugin, HostMessage, Runtime, StoragePlugin};
 
@@ -243,18 +243,28 @@ async fn train_bayes(runtime: &Arc<Runtime>, config: &PluginConfig, root: &Path)
     let mut config = config.clone();
     config.timeout_ms = config.timeout_ms.max(600_000);
     let trainer = TrainablePlugin::load(runtime, "bayes", &config).await?;
-    let read = |dir: &str| -> Result<Vec<HostMessage>> {
+    let read = |dir: &str, class: &str| -> Result<Vec<Example>> {
         let mut files: Vec<_> = std::fs::read_dir(root.join(dir))?
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()?;
         files.sort();
         files
             .iter()
-            .map(|f| Ok(HostMessage::new(std::fs::read(f)?)))
+            .map(|f| {
+                Ok(Example {
+                    msg: HostMessage::new(std::fs::read(f)?),
+                    class: class.to_string(),
+                    principal: None,
+                    envelope: None,
+                    unlearn: false,
+                })
+            })
             .collect()
     };
+    let mut examples = read("train/spam", "spam")?;
+    examples.extend(read("train/ham", "ham")?);
     trainer
-        .train(&read("train/spam")?, &read("train/ham")?)
+        .train(&examples)
         .await?
         .map_err(|e| anyhow::anyhow!("filter-bayes refused to train: {e}"))?;
     Ok(())
@@ -315,8 +325,8 @@ async fn verify(auth: &AuthPlugin, login: &Login) -> Result<()> {
 async fn list(storage: &StoragePlugin, mbox: &Mailbox, expect: usize) -> Result<Vec<String>> {
     let entries = storage
         .list(mbox)
-        .await?
-        .map_err(|e| anyhow::anyhow!("list-messages {}: {e:?}", mbox.user))?;
+        .await
+        .map_err(|e| anyhow::anyhow!("list-messages {}: {e}", mbox.user))?;
     if entries.len() != expect {
         bail!(
             "list-messages {}: {} messages, expected {expect}",
@@ -330,8 +340,8 @@ async fn list(storage: &StoragePlugin, mbox: &Mailbox, expect: usize) -> Result<
 async fn read(storage: &StoragePlugin, mbox: &Mailbox, key: &str, len: u32) -> Result<()> {
     let bytes = storage
         .read(mbox, key, 0, len)
-        .await?
-        .map_err(|e| anyhow::anyhow!("read {key}: {e:?}"))?;
+        .await
+        .map_err(|e| anyhow::anyhow!("read {key}: {e}"))?;
     if bytes.len() != len as usize {
         bail!("read {key}: {} octets, expected {len}", bytes.len());
     }
@@ -339,7 +349,10 @@ async fn read(storage: &StoragePlugin, mbox: &Mailbox, key: &str, len: u32) -> R
 }
 
 async fn classify(filter: &FilterPlugin, env: &Envelope, msg: &HostMessage) -> Result<Verdict> {
-    Ok(filter.classify(env, msg).await?)
+    filter
+        .classify(env, msg)
+        .await?
+        .map_err(|why| anyhow::anyhow!("classify could not decide: {why}"))
 }
 
 /// Lends an instance and gives it back without a call: on the fresh

@@ -134,6 +134,23 @@ pub struct DeliveryConfig {
     /// (0 turns the watcher off; SIGHUP still reloads).
     #[serde(default = "default_watch_ms")]
     pub watch_interval_ms: u64,
+    /// How stored messages end their lines: `"lf"` (default; Maildir's
+    /// convention, what Dovecot stores) or `"as-received"` (CRLF over
+    /// LMTP). Either way POP3 serves them with CRLF.
+    #[serde(default = "default_line_endings")]
+    pub line_endings: StoredLineEndings,
+}
+
+/// `delivery.line_endings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoredLineEndings {
+    Lf,
+    AsReceived,
+}
+
+fn default_line_endings() -> StoredLineEndings {
+    StoredLineEndings::Lf
 }
 
 impl Default for DeliveryConfig {
@@ -142,6 +159,7 @@ impl Default for DeliveryConfig {
             chain: Vec::new(),
             max_message_size: default_max_message_size(),
             watch_interval_ms: default_watch_ms(),
+            line_endings: default_line_endings(),
         }
     }
 }
@@ -221,6 +239,17 @@ pub struct ServerConfig {
     pub user: Option<String>,
     /// The group to become instead of `user`'s primary group.
     pub group: Option<String>,
+    /// This node's name, unique among the Poplar nodes that share a store
+    /// (it marks the maildrop leases its sessions hold). Default: the
+    /// machine's host name. The environment variable `POPLAR_NODE`
+    /// overrides it, so several nodes can share one file.
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// How long a maildrop lease lasts without renewal, in seconds. A node
+    /// renews its sessions' leases every third of it; when a node dies,
+    /// its users can log in on another node after at most this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -235,6 +264,8 @@ impl Default for ServerConfig {
             failed_login_delay_ms: default_failed_login_delay(),
             user: None,
             group: None,
+            node: default_node(),
+            lease_ttl_secs: default_lease_ttl(),
         }
     }
 }
@@ -250,6 +281,20 @@ fn default_shutdown_timeout() -> u64 {
 }
 fn default_max_connections_per_ip() -> usize {
     50
+}
+fn default_node() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "poplar".into(),
+    }
+}
+fn default_lease_ttl() -> u64 {
+    30
 }
 fn default_failed_login_delay() -> u64 {
     2000
@@ -335,6 +380,12 @@ pub struct Pop3Config {
     /// auth plugin that validates bearer tokens.
     #[serde(default = "default_sasl_mechanisms")]
     pub sasl_mechanisms: Vec<String>,
+    /// What the UPDATE state does with messages marked by DELE (Dovecot's
+    /// `pop3_delete_type`): `"expunge"` (default), `"flag"` (keep them,
+    /// flagged deleted and hidden from POP3) or `"move:FOLDER"` (e.g.
+    /// `"move:Trash"`). The auth plugin may choose otherwise per user.
+    #[serde(default = "default_dele_action")]
+    pub dele_action: String,
 }
 
 impl Pop3Config {
@@ -353,6 +404,43 @@ impl Pop3Config {
     }
 }
 
+fn default_dele_action() -> String {
+    "expunge".into()
+}
+
+/// What DELE does, parsed from `pop3.dele_action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleAction {
+    Expunge,
+    Flag,
+    MoveTo(String),
+}
+
+impl DeleAction {
+    /// Parses `expunge`, `flag` or `move:FOLDER`.
+    pub fn parse(text: &str) -> Result<DeleAction> {
+        match text {
+            "expunge" => Ok(DeleAction::Expunge),
+            "flag" => Ok(DeleAction::Flag),
+            _ => match text.strip_prefix("move:") {
+                Some(folder) if !folder.is_empty() && !folder.contains(['/', '\0']) => {
+                    Ok(DeleAction::MoveTo(folder.to_string()))
+                }
+                _ => bail!(
+                    "pop3.dele_action: {text:?} is not one of \"expunge\", \"flag\" or \"move:FOLDER\""
+                ),
+            },
+        }
+    }
+}
+
+impl Pop3Config {
+    /// `dele_action`, parsed (validated with the rest of the file).
+    pub fn dele(&self) -> DeleAction {
+        DeleAction::parse(&self.dele_action).unwrap_or(DeleAction::Expunge)
+    }
+}
+
 fn default_sasl_mechanisms() -> Vec<String> {
     vec!["PLAIN".into(), "LOGIN".into()]
 }
@@ -368,6 +456,7 @@ impl Default for Pop3Config {
             idle_timeout_secs: default_idle_timeout(),
             auth_timeout_secs: default_auth_timeout(),
             sasl_mechanisms: default_sasl_mechanisms(),
+            dele_action: default_dele_action(),
         }
     }
 }
@@ -495,6 +584,11 @@ impl Config {
     /// Parses and validates config text; `base` anchors relative paths.
     pub fn parse(text: &str, base: &Path) -> Result<Config> {
         let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Ok(node) = std::env::var("POPLAR_NODE")
+            && !node.is_empty()
+        {
+            config.server.node = node;
+        }
         config.resolve_paths(base);
         config.validate()?;
         Ok(config)
@@ -553,6 +647,22 @@ impl Config {
             );
         }
         self.pop3.mechanisms()?;
+        DeleAction::parse(&self.pop3.dele_action)?;
+        if self.server.node.is_empty()
+            || self.server.node.len() > 64
+            || !self.server.node.bytes().all(|b| b.is_ascii_graphic())
+        {
+            bail!(
+                "server.node = {:?}: use 1 to 64 visible ASCII characters, unique among the nodes",
+                self.server.node
+            );
+        }
+        if !(3..=3600).contains(&self.server.lease_ttl_secs) {
+            bail!(
+                "server.lease_ttl_secs = {}: use 3 to 3600 seconds",
+                self.server.lease_ttl_secs
+            );
+        }
         if self.pop3.auth_timeout_secs == 0 {
             bail!("pop3.auth_timeout_secs must be at least 1");
         }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::config::Config;
+use crate::deliver::delivery_id;
 use crate::net::tls::ensure_self_signed;
-use crate::plugin::storage::Mailbox;
+use crate::plugin::storage::{Delivery, Mailbox, Quota};
 use crate::plugin::{HostMessage, Runtime, StoragePlugin};
 
 /// The default storage component, built from `plugins/storage-maildir`.
@@ -117,10 +118,21 @@ async fn seed_mail(config: &Config) -> Result<()> {
         folder: None,
     };
     for msg in sample_messages() {
-        storage
-            .deliver(&mailbox, &HostMessage::new(msg.into_bytes()))
-            .await?
-            .map_err(|e| anyhow::anyhow!("delivering a sample message: {e:?}"))?;
+        let msg = HostMessage::new(msg.into_bytes());
+        let delivery = Delivery {
+            id: delivery_id(&msg, DEMO_USER, None),
+            mbox: mailbox.clone(),
+            msg,
+            quota: Quota {
+                messages: None,
+                octets: None,
+            },
+            uid: None,
+            received: None,
+        };
+        for result in storage.deliver(&[delivery]).await? {
+            result.map_err(|e| anyhow::anyhow!("delivering a sample message: {e}"))?;
+        }
     }
     Ok(())
 }

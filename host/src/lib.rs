@@ -15,7 +15,8 @@
 //!   the WIT worlds in `wit/` and lends warm instances to calls.
 //! - [`deliver`]: mail arriving over LMTP or `poplar deliver`: the filter
 //!   chain, its verdicts, hot reload of filters, storage.
-//! - [`locks`]: one session per maildrop (`[IN-USE]`).
+//! - [`lease`]: this node's side of the maildrop leases the storage plugin
+//!   owns: one session per maildrop (`[IN-USE]`) across nodes.
 //! - [`metrics`]: Prometheus counters and the admin listener.
 //! - [`service`]: running under systemd: socket activation, dropping root,
 //!   reloading the whole configuration on SIGHUP.
@@ -26,7 +27,7 @@
 pub mod config;
 pub mod deliver;
 pub mod demo;
-pub mod locks;
+pub mod lease;
 pub mod metrics;
 pub mod net;
 pub mod operator;

@@ -12,14 +12,14 @@ use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
 use poplar::net::notify::{monotonic_usec, notify};
-use poplar::operator::{check, mailbox, pw};
+use poplar::operator::{check, mailbox, pw, session};
 use poplar::service::activation::Activation;
 use poplar::service::privileges;
 use std::sync::Arc;
 
 use poplar::deliver::lmtp::{Recipient, RecipientLookup, Transaction};
 use poplar::deliver::{Deliverer, Outcome};
-use poplar::plugin::filter::TrainablePlugin;
+use poplar::plugin::filter::{Example, TrainablePlugin};
 use poplar::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
 
 #[derive(Parser)]
@@ -114,6 +114,12 @@ enum Cmd {
         #[command(subcommand)]
         command: mailbox::MailboxCmd,
     },
+    /// Who is logged in on which node (from the maildrop leases), and
+    /// ending a user's sessions wherever they are.
+    Session {
+        #[command(subcommand)]
+        command: session::SessionCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,13 +178,9 @@ enum FilterCmd {
 }
 
 /// sysexits.h codes used by `deliver` and startup failures.
-const EX_DATAERR: u8 = 65;
-const EX_CANTCREAT: u8 = 73;
-const EX_NOUSER: u8 = 67;
-const EX_NOPERM: u8 = 77;
-const EX_SOFTWARE: u8 = 70;
-const EX_TEMPFAIL: u8 = 75;
-const EX_CONFIG: u8 = 78;
+use poplar::operator::exit::{
+    EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -271,6 +273,7 @@ fn main() -> ExitCode {
                     },
             } => report(train(config, plugin, spam, ham).await),
             Cmd::Mailbox { command } => mailbox::run(command).await,
+            Cmd::Session { command } => session::run(command).await,
             Cmd::Pw { .. } | Cmd::Plugin { .. } => unreachable!("handled above"),
         }
     })
@@ -565,25 +568,32 @@ async fn train(config: PathBuf, plugin: String, spam: PathBuf, ham: PathBuf) -> 
         spam.len(),
         ham.len()
     );
-    let read = |files: &[PathBuf]| -> Result<Vec<HostMessage>> {
+    let read = |files: &[PathBuf], class: &str| -> Result<Vec<Example>> {
         files
             .iter()
             .map(|f| {
-                Ok(HostMessage::new(
-                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-                ))
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                Ok(Example {
+                    msg: HostMessage::new(bytes),
+                    class: class.to_string(),
+                    principal: None,
+                    envelope: None,
+                    unlearn: false,
+                })
             })
             .collect()
     };
     let batches = spam.len().max(ham.len()).div_ceil(TRAIN_BATCH);
     for b in 0..batches {
-        let part = |files: &[PathBuf]| {
+        let part = |files: &[PathBuf], class: &str| {
             let start = (b * TRAIN_BATCH).min(files.len());
             let end = ((b + 1) * TRAIN_BATCH).min(files.len());
-            read(&files[start..end])
+            read(&files[start..end], class)
         };
+        let mut examples = part(&spam, "spam")?;
+        examples.extend(part(&ham, "ham")?);
         let report = trainer
-            .train(&part(&spam)?, &part(&ham)?)
+            .train(&examples)
             .await?
             .map_err(|e| anyhow::anyhow!("plugin {plugin} refused to train: {e}"))?;
         println!(

@@ -117,7 +117,7 @@ fn digest(bytes: &[u8]) -> Digest32 {
 
 /// The value of the first `Message-ID:` field of a stored message.
 fn message_id(bytes: &[u8]) -> Option<String> {
-    let needle = b"\r\nMessage-ID: <";
+    let needle = b"\nMessage-ID: <";
     let at = bytes.windows(needle.len()).position(|w| w == needle)? + needle.len();
     let end = bytes[at..].iter().position(|&b| b == b'>')?;
     String::from_utf8(bytes[at..at + end].to_vec()).ok()
@@ -206,9 +206,30 @@ fn make_message(rng: &mut Rng, id: &str) -> Vec<u8> {
 
 /// What the stored file of a message delivered to [`RCPT`] must hold.
 fn stored_form(message: &[u8]) -> Vec<u8> {
-    let mut s = format!("Return-Path: <{FROM}>\r\nDelivered-To: {RCPT}\r\n").into_bytes();
-    s.extend_from_slice(message);
+    // Stored with LF line endings (`delivery.line_endings = "lf"`).
+    let mut s = format!("Return-Path: <{FROM}>\nDelivered-To: {RCPT}\n").into_bytes();
+    s.extend_from_slice(&to_lf(message));
     s
+}
+
+/// CRLF line endings turned into LF.
+fn to_lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+        out.extend_from_slice(&rest[..i]);
+        out.push(b'\n');
+        rest = &rest[i + 2..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The size POP3 reports for a stored file, from the `,W=` of its name.
+fn pop3_size(key: &str) -> usize {
+    let at = key.find(",W=").expect("a W= size in the name") + 3;
+    let digits: String = key[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
 }
 
 /// Where the kill found the delivery stream.
@@ -342,7 +363,7 @@ fn check_pop3(s: &TestServer, disk: &OnDisk, fetch: &BTreeSet<String>, context: 
     let r = c.cmd("PASS alice-pw");
     assert!(r.starts_with("+OK"), "{context}: login after restart: {r}");
     let stat = c.ok("STAT");
-    let total: usize = disk.values().map(|(_, d)| d.0).sum();
+    let total: usize = disk.values().map(|(k, _)| pop3_size(k)).sum();
     assert_eq!(
         stat,
         format!("+OK {} {total}\r\n", disk.len()),
@@ -367,12 +388,16 @@ fn check_pop3(s: &TestServer, disk: &OnDisk, fetch: &BTreeSet<String>, context: 
         let n = &numbers[base_of(key)];
         assert_eq!(
             c.ok(&format!("LIST {n}")),
-            format!("+OK {n} {}\r\n", d.0),
+            format!("+OK {n} {}\r\n", pop3_size(key)),
             "{context}: LIST of {id}"
         );
         c.ok(&format!("RETR {n}"));
         let body = c.multiline();
-        assert!(digest(&body) == *d, "{context}: RETR of {id} differs");
+        assert_eq!(body.len(), pop3_size(key), "{context}: RETR of {id}: size");
+        assert!(
+            digest(&to_lf(&body)) == *d,
+            "{context}: RETR of {id} differs"
+        );
     }
     c.ok("QUIT");
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod harness;
 mod hostile_plugins;
 mod languages;
+mod leases;
 mod migration;
 mod operator;
 mod postfix;

@@ -356,9 +356,9 @@ fn plugin_check_on_the_built_plugins() {
         "{report}"
     );
     for needle in [
-        "exports (1):\n  poplar:plugin/storage@0.1.0\n",
-        "  poplar:plugin/host@0.1.0\n",
-        "  poplar:plugin/message@0.1.0\n",
+        "exports (1):\n  poplar:plugin/storage@0.2.0\n",
+        "  poplar:plugin/host@0.2.0\n",
+        "  poplar:plugin/message@0.2.0\n",
         "wasi:filesystem/preopens@0.2",
         "imports Poplar does not provide: none\n",
     ] {
@@ -393,7 +393,7 @@ fn plugin_check_on_the_built_plugins() {
     let rules = dir.join("filter_rules.wasm");
     let out = plugin_check(&rules, &["--world", "trainable-filter"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("poplar:plugin/trainer@0.1.0"));
+    assert!(text(&out.stderr).contains("poplar:plugin/trainer@0.2.0"));
     assert_eq!(satisfied(&text(&out.stdout)), ["filter-plugin"]);
 
     let auth = dir.join("auth_passwd.wasm");
@@ -402,7 +402,7 @@ fn plugin_check_on_the_built_plugins() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("does not implement storage-plugin")
-            && err.contains("does not export poplar:plugin/storage@0.1.0"),
+            && err.contains("does not export poplar:plugin/storage@0.2.0"),
         "{err}"
     );
     assert_eq!(satisfied(&text(&out.stdout)), ["auth-plugin"]);

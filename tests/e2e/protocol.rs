@@ -599,7 +599,7 @@ fn delivered_message_is_fetched_byte_exact() {
     let s = TestServer::start();
     let msg = b"From: x@example.org\r\nSubject: via deliver\r\n\r\n.dot\r\nbody\r\n";
     s.deliver("frank", msg);
-    // Delivery prepends the envelope fields, in the message's line style.
+    // Delivery prepends the envelope fields.
     let mut stored = b"Return-Path: <>\r\nDelivered-To: frank\r\n".to_vec();
     stored.extend_from_slice(msg);
     let mut c = s.login("frank", "frank-pw");
@@ -607,9 +607,21 @@ fn delivered_message_is_fetched_byte_exact() {
     c.ok("RETR 1");
     assert_eq!(c.multiline(), stored);
     c.ok("QUIT");
+    // Stored with LF line endings (`delivery.line_endings = "lf"`): S= is
+    // the stored size, W= the size POP3 reports.
     let files = maildir_files(&s.maildir("frank"));
     assert_eq!(files.len(), 1);
-    assert!(files[0].starts_with("new/") && files[0].contains(&format!(",S={}", stored.len())));
+    let lf = String::from_utf8(stored.clone())
+        .unwrap()
+        .replace("\r\n", "\n");
+    let on_disk = std::fs::read(s.maildir("frank").join(&files[0])).unwrap();
+    assert_eq!(on_disk, lf.as_bytes());
+    assert!(files[0].starts_with("new/"), "{}", files[0]);
+    assert!(
+        files[0].contains(&format!(",S={},W={}", lf.len(), stored.len())),
+        "{}",
+        files[0]
+    );
 }
 
 #[test]
@@ -621,7 +633,7 @@ fn storage_failure_gives_sys_temp_and_server_keeps_serving() {
     c.ok("USER frank");
     let r = c.cmd("PASS frank-pw");
     assert!(r.starts_with("-ERR [SYS/"), "{r}");
-    s.wait_for_log("cannot list mailbox");
+    s.wait_for_log("cannot open mailbox");
     // Still in AUTHORIZATION, and other users are served.
     c.ok("USER alice");
     assert!(c.cmd("PASS alice-pw").starts_with("+OK Logged in"));

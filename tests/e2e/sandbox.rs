@@ -52,12 +52,16 @@ fn options(grants: &str, env: Vec<(String, String)>) -> Options {
 /// Delivers one message per subject to alice, and returns the value of
 /// `header` in each as fetched back over POP3.
 fn probe(s: &TestServer, subjects: &[String], header: &str) -> Vec<String> {
+    // Each probe is a new message: the same bytes again would be taken for
+    // an MTA's retry of the first delivery and stored once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut lmtp = lmtp_tcp(s);
     for subject in subjects {
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let replies = lmtp.send_mail(
             "probe@example.org",
             &["alice@example.org"],
-            &format!("Subject: {subject}\n\nprobe\n"),
+            &format!("Subject: {subject}\nMessage-ID: <probe-{n}@test>\n\nprobe\n"),
         );
         assert!(replies[0].starts_with("250"), "{replies:?}");
     }

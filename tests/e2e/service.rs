@@ -129,7 +129,7 @@ fn prometheus_metrics_count_sessions_logins_commands_plugins_and_deliveries() {
     for prefix in [
         "poplar_plugin_call_duration_seconds_count{plugin=\"auth\",operation=\"verify\"} ",
         "poplar_plugin_call_duration_seconds_count{plugin=\"storage\",operation=\"read\"} ",
-        "poplar_plugin_call_duration_seconds_bucket{plugin=\"storage\",operation=\"list-messages\",le=\"+Inf\"} ",
+        "poplar_plugin_call_duration_seconds_bucket{plugin=\"storage\",operation=\"open\",le=\"+Inf\"} ",
         "poplar_bytes_sent_total ",
     ] {
         assert!(
@@ -296,17 +296,19 @@ fn sighup_reloads_certificate_policy_and_settings_without_dropping_sessions() {
         c.ok("QUIT");
     }
     // New logins go through the reloaded auth plugin (which now ignores
-    // case), and LOGIN-DELAY is enforced.
-    let login = |user: &str, expect: &str| {
+    // case), and LOGIN-DELAY is enforced: from the last login the storage
+    // recorded, so alice, who logged in before the reload, must wait too.
+    let login = |user: &str, password: &str, expect: &str| {
         let mut c = Client::tls(s.tls, &s.cert_path());
         c.line();
         c.ok(&format!("USER {user}"));
-        let r = c.cmd("PASS alice-pw");
+        let r = c.cmd(&format!("PASS {password}"));
         assert!(r.starts_with(expect), "{user}: {r}");
         c
     };
-    login("ALICE", "+OK").ok("QUIT");
-    login("alice", "-ERR [LOGIN-DELAY]");
+    login("BOB", "bob-pw", "+OK").ok("QUIT");
+    login("bob", "bob-pw", "-ERR [LOGIN-DELAY]");
+    login("ALICE", "alice-pw", "-ERR [LOGIN-DELAY]");
 
     let (_, metrics) = http_get(s.admin.unwrap(), "/metrics");
     assert!(

@@ -5,7 +5,8 @@
 // * `validate()` checks the config key `tag` (default "c"): 1 to 64
 //   visible ASCII characters, since it ends up in a header field.
 // * `classify(env, msg)` looks at the headers and at most the first 4096
-//   octets of the body, then decides, first match wins:
+//   octets of the body (which starts at the message's `body-offset`), then
+//   decides, first match wins:
 //     - Subject contains "[SPAM]" (any case)       -> file-into("Junk")
 //     - envelope mail-from is blocked@example.org  -> reject(...)
 //     - body prefix contains the word DISCARD-ME   -> discard
@@ -13,6 +14,10 @@
 //   and always adds `X-Poplar-Filter: <tag>` and
 //   `X-Poplar-Body-Prefix-Octets: <n>` (body octets examined).
 // * One info line is logged per message.
+// * `classify` returns a `result`: the function returns true with the
+//   verdict in *ret for `ok`, or false with a malloc'd reason in *err when
+//   the filter cannot decide (the host then applies the chain entry's
+//   `on_failure`). These examples always decide.
 //
 // Memory rules of the wit-bindgen C bindings (gen/, see regen.sh):
 // * Values returned by imports (config list, headers, read bytes) are
@@ -36,10 +41,6 @@
 
 #define LANGUAGE "c"
 #define BODY_PREFIX_MAX 4096
-#define CHUNK 4096
-// Give up looking for the end of the header block after this many octets
-// (the message is then treated as having no body we look at).
-#define HEADER_SCAN_MAX (256 * 1024)
 
 static const char BLOCKED_SENDER[] = "blocked@example.org";
 static const char SPAM_MARK[] = "[spam]";
@@ -129,64 +130,23 @@ static char *read_tag(char **err) {
     return tag;
 }
 
-// Offset where the body starts, or -1 if the blank line is not in buf.
-// The header block ends at the first empty line (LF or CRLF endings); a
-// message that starts with an empty line has an empty header block.
-// `scanned` is how much of buf an earlier call already looked at.
-static long header_end(const uint8_t *buf, size_t len, size_t scanned) {
-    if (len >= 2 && buf[0] == '\r' && buf[1] == '\n') return 2;
-    if (len >= 1 && buf[0] == '\n') return 1;
-    for (size_t i = scanned >= 2 ? scanned - 2 : 0; i < len; i++) {
-        if (buf[i] != '\n') continue;
-        if (i + 1 >= len) return -1;
-        if (buf[i + 1] == '\n') return (long)(i + 2);
-        if (buf[i + 1] == '\r') {
-            if (i + 2 >= len) return -1;  // "\n\r" at the end: need more
-            if (buf[i + 2] == '\n') return (long)(i + 3);
-        }
-    }
-    return -1;
-}
-
-// Appends up to `want` octets read at `offset`; returns how many came.
-static size_t read_into(poplar_plugin_message_borrow_message_t msg, uint64_t offset,
-                        uint32_t want, uint8_t *dst) {
-    filter_plugin_list_u8_t got;
-    poplar_plugin_message_method_message_read(msg, offset, want, &got);
-    size_t n = got.len < want ? got.len : want;
-    if (n > 0) memcpy(dst, got.ptr, n);
-    filter_plugin_list_u8_free(&got);
-    return n;
-}
-
-// Reads the header block and at most BODY_PREFIX_MAX body octets into
-// `prefix`; returns how many body octets it holds.
+// Reads at most BODY_PREFIX_MAX octets of the body into `prefix`; returns
+// how many. The host found where the body starts (just past the empty line
+// after the header block; the size when there is none), so the header
+// block is never read here.
 static size_t body_prefix(poplar_plugin_message_borrow_message_t msg,
                           uint8_t prefix[BODY_PREFIX_MAX]) {
-    uint8_t *buf = xmalloc(HEADER_SCAN_MAX + CHUNK);
-    size_t len = 0;
-    bool eof = false;
-    long body_start = -1;
-    while (body_start < 0) {
-        if (eof || len >= HEADER_SCAN_MAX) {
-            free(buf);
-            return 0;
-        }
-        size_t scanned = len;
-        size_t got = read_into(msg, len, CHUNK, buf + len);
-        if (got < CHUNK) eof = true;
-        len += got;
-        body_start = header_end(buf, len, scanned);
-    }
-    size_t n = len - (size_t)body_start;
-    if (n > BODY_PREFIX_MAX) n = BODY_PREFIX_MAX;
-    memcpy(prefix, buf + body_start, n);
-    free(buf);
-    while (n < BODY_PREFIX_MAX && !eof) {
+    uint64_t start = poplar_plugin_message_method_message_body_offset(msg);
+    size_t n = 0;
+    while (n < BODY_PREFIX_MAX) {
+        filter_plugin_list_u8_t got;
         uint32_t want = (uint32_t)(BODY_PREFIX_MAX - n);
-        size_t got = read_into(msg, (uint64_t)body_start + n, want, prefix + n);
-        if (got < want) eof = true;
-        n += got;
+        poplar_plugin_message_method_message_read(msg, start + n, want, &got);
+        size_t take = got.len < want ? got.len : want;
+        if (take > 0) memcpy(prefix + n, got.ptr, take);
+        filter_plugin_list_u8_free(&got);
+        if (take == 0) break;
+        n += take;
     }
     return n;
 }
@@ -206,9 +166,13 @@ bool exports_poplar_plugin_filter_validate(filter_plugin_string_t *err) {
     return false;
 }
 
-void exports_poplar_plugin_filter_classify(exports_poplar_plugin_filter_envelope_t *env,
+// Returns true with the verdict in *ret (`ok`); returning false with a
+// malloc'd reason in *err would be `err`.
+bool exports_poplar_plugin_filter_classify(exports_poplar_plugin_filter_envelope_t *env,
                                            exports_poplar_plugin_filter_borrow_message_t msg,
-                                           exports_poplar_plugin_filter_verdict_t *ret) {
+                                           exports_poplar_plugin_filter_verdict_t *ret,
+                                           filter_plugin_string_t *err) {
+    (void)err;
     char *bad;
     char *tag = read_tag(&bad);
     free(bad);
@@ -282,4 +246,5 @@ void exports_poplar_plugin_filter_classify(exports_poplar_plugin_filter_envelope
 
     free(tag);
     exports_poplar_plugin_filter_envelope_free(env);
+    return true;
 }

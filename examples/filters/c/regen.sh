@@ -4,7 +4,7 @@
 # The bindings are committed so that building the C example needs no Rust
 # tool beyond the toolchain itself. Run this after changing the
 # `filter-plugin` world or any interface it uses (types, host, message,
-# filter), and commit gen/ together with the WIT change.
+# sql, blob, filter), and commit gen/ together with the WIT change.
 #
 # Needs wit-bindgen-cli 0.63.0 (the same version as the `wit-bindgen` crate
 # the Rust plugins use). Only the C generator is needed, which builds faster

@@ -5,7 +5,8 @@
 // * `validate()` checks the config key `tag` (default "js"): 1 to 64
 //   visible ASCII characters, since it ends up in a header field.
 // * `classify(env, msg)` looks at the headers and at most the first 4096
-//   octets of the body, then decides, first match wins:
+//   octets of the body (which starts at `msg.bodyOffset()`), then decides,
+//   first match wins:
 //     - Subject contains "[SPAM]" (any case)       -> file-into("Junk")
 //     - envelope mail-from is blocked@example.org  -> reject(...)
 //     - body prefix contains the word DISCARD-ME   -> discard
@@ -13,24 +14,23 @@
 //   and always adds `X-Poplar-Filter: <tag>` and
 //   `X-Poplar-Body-Prefix-Octets: <n>` (body octets examined).
 // * One info line is logged per message.
+// * `classify` returns a `result`: returning the verdict is `ok`; throwing a
+//   string tells the host the filter cannot decide (it then applies the
+//   chain entry's `on_failure`). These examples always decide.
 //
 // Mapping of the WIT types to JavaScript (componentize-js / jco):
 // u64 is a BigInt (`msg.read(offset, len)` takes a BigInt offset and a
 // Number length, `msg.size()` returns a BigInt), list<u8> is a Uint8Array,
 // records use camelCase fields (`env.mailFrom`, `addHeaders`), variants are
 // `{ tag: 'file-into', val: 'Junk' }`, enums are strings ('info'), and a
-// `result<_, string>` export returns normally for ok and throws for err.
+// `result<T, string>` export returns T for ok and throws the string for err.
 //
 // Build with ./build.sh (npm ci && npm run build); it writes filter.wasm.
 
-import { log, config } from 'poplar:plugin/host@0.1.0';
+import { log, config } from 'poplar:plugin/host@0.2.0';
 
 const LANGUAGE = 'js';
 const BODY_PREFIX_MAX = 4096;
-const CHUNK = 4096;
-// Give up looking for the end of the header block after this many octets
-// (the message is then treated as having no body we look at).
-const HEADER_SCAN_MAX = 256 * 1024;
 const BLOCKED_SENDER = 'blocked@example.org';
 const SPAM_MARK = '[spam]';
 const DISCARD_WORD = new TextEncoder().encode('DISCARD-ME');
@@ -51,56 +51,20 @@ function readTag() {
   return [LANGUAGE, null];
 }
 
-function concat(a, b) {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
-}
-
-// Offset where the body starts, or -1 if the blank line is not in buf.
-// The header block ends at the first empty line (LF or CRLF endings); a
-// message that starts with an empty line has an empty header block.
-// `scanned` is how much of buf an earlier call already looked at.
-function headerEnd(buf, scanned) {
-  const LF = 10;
-  const CR = 13;
-  if (buf.length >= 2 && buf[0] === CR && buf[1] === LF) return 2;
-  if (buf.length >= 1 && buf[0] === LF) return 1;
-  let i = Math.max(0, scanned - 2);
-  for (;;) {
-    i = buf.indexOf(LF, i);
-    if (i < 0 || i + 1 >= buf.length) return -1;
-    if (buf[i + 1] === LF) return i + 2;
-    if (buf[i + 1] === CR) {
-      if (i + 2 >= buf.length) return -1; // "\n\r" at the end: need more
-      if (buf[i + 2] === LF) return i + 3;
-    }
-    i += 1;
-  }
-}
-
-// Reads the header block and at most BODY_PREFIX_MAX body octets.
+// At most BODY_PREFIX_MAX octets of the body. The host found where it
+// starts (just past the empty line after the header block; the size when
+// there is none), so the header block is never read here.
 function bodyPrefix(msg) {
-  let buf = new Uint8Array(0);
-  let eof = false;
-  let bodyStart = -1;
-  while (bodyStart < 0) {
-    if (eof || buf.length >= HEADER_SCAN_MAX) return new Uint8Array(0);
-    const scanned = buf.length;
-    const chunk = msg.read(BigInt(buf.length), CHUNK);
-    if (chunk.length < CHUNK) eof = true;
-    buf = concat(buf, chunk);
-    bodyStart = headerEnd(buf, scanned);
+  const start = msg.bodyOffset();
+  const prefix = new Uint8Array(BODY_PREFIX_MAX);
+  let len = 0;
+  while (len < BODY_PREFIX_MAX) {
+    const chunk = msg.read(start + BigInt(len), BODY_PREFIX_MAX - len);
+    if (chunk.length === 0) break;
+    prefix.set(chunk.subarray(0, BODY_PREFIX_MAX - len), len);
+    len += Math.min(chunk.length, BODY_PREFIX_MAX - len);
   }
-  let prefix = buf.slice(bodyStart, bodyStart + BODY_PREFIX_MAX);
-  while (prefix.length < BODY_PREFIX_MAX && !eof) {
-    const want = BODY_PREFIX_MAX - prefix.length;
-    const chunk = msg.read(BigInt(bodyStart + prefix.length), want);
-    if (chunk.length < want) eof = true;
-    prefix = concat(prefix, chunk);
-  }
-  return prefix;
+  return prefix.subarray(0, len);
 }
 
 function isWordByte(b) {
@@ -144,6 +108,7 @@ export const filter = {
     if (error !== null) throw error;
   },
 
+  // Returning the verdict is `ok`; `throw 'why'` would be `err`.
   classify(env, msg) {
     const [tag] = readTag();
     const headers = msg.headers();

@@ -8,7 +8,8 @@
 //! - `add-headers`: always kept, whatever the action; each filter's fields
 //!   are prepended above those of earlier filters (like trace fields), and
 //!   later filters already see them.
-//! - A filter that traps, times out or returns an error follows its
+//! - A filter that traps, times out or answers with an error (its
+//!   `classify` returns `err`: it could not decide) follows its
 //!   `on_failure`: `tempfail` stops the chain with a 4xx (the MTA retries,
 //!   nothing is lost); `accept` goes on as if it had accepted and adds
 //!   `X-Poplar-Filter-Failed: <name>`.
@@ -199,7 +200,12 @@ pub async fn run(snapshot: &Snapshot, mut env: Envelope, original: &HostMessage)
     let mut versions = Vec::with_capacity(snapshot.len());
     for (slot, filter) in snapshot {
         versions.push(format!("{}@{}", slot.name, filter.version()));
-        let verdict = match filter.classify(&env, &message).await {
+        let failure = match filter.classify(&env, &message).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(why)) => Err(format!("filter {} could not decide: {why}", slot.name)),
+            Err(e) => Err(e.to_string()),
+        };
+        let verdict = match failure {
             Ok(v) => v,
             Err(e) => match slot.policy {
                 FailurePolicy::Tempfail => {

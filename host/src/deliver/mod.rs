@@ -1,16 +1,21 @@
 //! Delivery: mail arriving over LMTP ([`server`], protocol in [`lmtp`]) or
 //! from `poplar deliver` runs through the filter chain ([`chain`]) and lands
-//! in storage. Filters are hot-reloaded when their file changes or on
-//! SIGHUP ([`chain::FilterSlot`]).
+//! in storage ([`batch`]). Filters are hot-reloaded when their file changes
+//! or on SIGHUP ([`chain::FilterSlot`]).
 //!
 //! Per recipient: the recipient's local part is resolved by the auth plugin;
-//! the filters see the message as a read-only resource (later filters also
-//! see the header fields earlier ones added); their verdicts are combined
-//! (see [`chain`]); the user's `[quota]` is checked against the storage
-//! plugin's `usage` of all their mail (inbox and folders); the message is
-//! stored with `Return-Path`, `Delivered-To` and the filters' header fields
-//! prepended.
+//! the host computes the delivery id (a digest of the message as received,
+//! the principal and the target folder) so that an MTA's retry stores one
+//! message; the filters see the message as a read-only resource (later
+//! filters also see the header fields earlier ones added); their verdicts
+//! are combined (see [`chain`]); the message is stored with `Return-Path`,
+//! `Delivered-To` and the filters' header fields prepended, its line endings
+//! as `delivery.line_endings` says, and the user's `[quota]` handed to
+//! storage, which checks it and stores in one atomic step. Concurrent
+//! deliveries reach storage together, in one `deliver` call ([`batch`]), so
+//! that it can make them durable at once.
 
+pub mod batch;
 pub mod chain;
 pub use poplar_proto::lmtp;
 pub mod server;
@@ -19,20 +24,30 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::config::{Config, QuotaConfig};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, QuotaConfig, StoredLineEndings};
 use crate::metrics::METRICS;
 use crate::plugin::auth::UserLookup;
 use crate::plugin::filter::Envelope;
-use crate::plugin::storage::{Mailbox, StorageError};
+use crate::plugin::message::LineEndings;
+use crate::plugin::storage::{Delivery, Failure, Mailbox, Quota};
 use crate::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
+use batch::Batcher;
 use chain::{Chain, ChainOutcome};
 use lmtp::{RecipientLookup, Transaction};
 
 /// What happened to the message for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored under this key, in this folder (`None`: the inbox).
-    Stored { key: String, folder: Option<String> },
+    /// Stored under this key, in this folder (`None`: the inbox);
+    /// `duplicate` if the delivery id had been stored before (an MTA
+    /// retry), so nothing new was stored.
+    Stored {
+        key: String,
+        folder: Option<String>,
+        duplicate: bool,
+    },
     /// A filter said to drop it; it was accepted and not stored.
     Discarded,
     /// Refused for good (LMTP 5xx).
@@ -77,10 +92,25 @@ fn one_line(text: &str) -> String {
 /// Everything delivery needs; shared by the LMTP listener and the CLI.
 pub struct Deliverer {
     auth: Arc<AuthPlugin>,
-    storage: Arc<StoragePlugin>,
+    batcher: Batcher,
     pub chain: Arc<Chain>,
     pub max_message_size: u64,
     quota: QuotaConfig,
+    line_endings: LineEndings,
+}
+
+/// The delivery id of a message for one recipient: SHA-256 over the
+/// message as received (its digest), the principal and the target folder,
+/// in hex.
+pub fn delivery_id(received: &HostMessage, principal: &str, folder: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(received.digest().as_bytes());
+    // Length-prefixed, so no principal and folder can run into each other.
+    for part in [principal, folder.unwrap_or("")] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 impl Deliverer {
@@ -106,10 +136,14 @@ impl Deliverer {
     ) -> Arc<Deliverer> {
         Arc::new(Deliverer {
             auth,
-            storage,
+            batcher: Batcher::new(storage),
             chain,
             max_message_size: config.delivery.max_message_size,
             quota: config.quota.clone(),
+            line_endings: match config.delivery.line_endings {
+                StoredLineEndings::Lf => LineEndings::Lf,
+                StoredLineEndings::AsReceived => LineEndings::AsReceived,
+            },
         })
     }
 
@@ -126,14 +160,17 @@ impl Deliverer {
         }
     }
 
-    /// Delivers a transaction: one outcome per recipient, in order.
+    /// Delivers a transaction: one outcome per recipient, in order. The
+    /// filters run recipient by recipient; the messages to store are then
+    /// handed to storage together.
     pub async fn deliver(&self, tx: &Transaction, client_address: &str) -> Vec<Outcome> {
         let message = HostMessage::new(tx.message.clone());
         // One snapshot of the chain for the whole transaction: a reload in
         // the middle does not mix versions within one message.
         let filters = self.chain.snapshot();
-        let mut outcomes = Vec::with_capacity(tx.recipients.len());
+        let mut results = Vec::with_capacity(tx.recipients.len());
         for rcpt in &tx.recipients {
+            let id = delivery_id(&message, &rcpt.user, rcpt.folder.as_deref());
             let env = Envelope {
                 mail_from: tx.mail_from.clone(),
                 rcpt_to: rcpt.address.clone(),
@@ -144,18 +181,30 @@ impl Deliverer {
                 client_address: client_address.to_string(),
             };
             let result = chain::run(&filters, env, &message).await;
-            let outcome = match result.outcome {
-                ChainOutcome::Store { folder, message } => {
-                    let message = message.with_headers(&[
-                        ("Return-Path".into(), format!("<{}>", tx.mail_from)),
-                        ("Delivered-To".into(), rcpt.address.clone()),
-                    ]);
-                    self.store(&rcpt.user, folder, &message).await
+            results.push((id, result));
+        }
+        let stores = tx
+            .recipients
+            .iter()
+            .zip(&results)
+            .map(|(rcpt, (id, result))| async move {
+                match &result.outcome {
+                    ChainOutcome::Store { folder, message } => {
+                        let message = message
+                            .with_headers(&[
+                                ("Return-Path".into(), format!("<{}>", tx.mail_from)),
+                                ("Delivered-To".into(), rcpt.address.clone()),
+                            ])
+                            .stored_form(self.line_endings);
+                        self.store(&rcpt.user, folder.clone(), message, id).await
+                    }
+                    ChainOutcome::Discard => Outcome::Discarded,
+                    ChainOutcome::Reject(why) => Outcome::Rejected(why.clone()),
+                    ChainOutcome::TempFail(why) => Outcome::TempFailed(why.clone()),
                 }
-                ChainOutcome::Discard => Outcome::Discarded,
-                ChainOutcome::Reject(why) => Outcome::Rejected(why),
-                ChainOutcome::TempFail(why) => Outcome::TempFailed(why),
-            };
+            });
+        let outcomes = futures::future::join_all(stores).await;
+        for ((rcpt, (_, result)), outcome) in tx.recipients.iter().zip(&results).zip(&outcomes) {
             METRICS.delivery(match outcome {
                 Outcome::Stored { .. } => "stored",
                 Outcome::Discarded => "discarded",
@@ -172,89 +221,94 @@ impl Deliverer {
                 outcome = ?outcome,
                 "delivery"
             );
-            outcomes.push(outcome);
         }
         outcomes
     }
 
-    /// Stores a message; a folder the storage refuses falls back to the
-    /// inbox, so a filter's bad folder name never loses mail.
-    async fn store(&self, user: &str, folder: Option<String>, msg: &HostMessage) -> Outcome {
-        let mut mailbox = Mailbox {
-            user: user.to_string(),
-            folder,
+    /// Stores a message with the user's quota; a folder the storage
+    /// refuses falls back to the inbox, so a filter's bad folder name never
+    /// loses mail.
+    async fn store(
+        &self,
+        user: &str,
+        folder: Option<String>,
+        msg: HostMessage,
+        id: &str,
+    ) -> Outcome {
+        let limits = self.quota.limits_for(user);
+        let mut delivery = Delivery {
+            mbox: Mailbox {
+                user: user.to_string(),
+                folder,
+            },
+            msg,
+            id: id.to_string(),
+            quota: Quota {
+                messages: limits.messages,
+                octets: limits.bytes,
+            },
+            uid: None,
+            received: None,
         };
         loop {
-            if let Some(refused) = self.check_quota(&mailbox, msg.size()).await {
-                return refused;
-            }
-            match self.storage.deliver(&mailbox, msg).await {
-                Ok(Ok(key)) => {
+            match self.batcher.deliver(delivery.clone()).await {
+                Ok(stored) => {
                     return Outcome::Stored {
-                        key,
-                        folder: mailbox.folder,
+                        key: stored.key,
+                        folder: delivery.mbox.folder,
+                        duplicate: stored.duplicate,
                     };
                 }
-                Ok(Err(StorageError::Permanent(why))) if mailbox.folder.is_some() => {
+                Err(Failure::OverQuota(why)) => {
+                    tracing::info!(user, folder = ?delivery.mbox.folder, "user over quota: {why}");
+                    return Outcome::OverQuota(why);
+                }
+                Err(Failure::Permanent(why)) if delivery.mbox.folder.is_some() => {
                     tracing::warn!(
                         user,
-                        folder = ?mailbox.folder,
+                        folder = ?delivery.mbox.folder,
                         "folder refused by storage ({why}); delivering to the inbox"
                     );
-                    mailbox.folder = None;
+                    delivery.mbox.folder = None;
                 }
-                Ok(Err(StorageError::Permanent(why) | StorageError::NotFound(why))) => {
-                    tracing::error!(user, "storage refused the message: {why}");
-                    return Outcome::Rejected("Mailbox unavailable".into());
-                }
-                Ok(Err(StorageError::Temporary(why))) => {
-                    tracing::warn!(user, "storage failed: {why}");
+                Err(e) if e.is_temporary() => {
+                    tracing::warn!(user, "storage failed: {e}");
                     return Outcome::TempFailed("Mailbox temporarily unavailable".into());
                 }
-                Err(_) => return Outcome::TempFailed("Mailbox temporarily unavailable".into()),
+                Err(e) => {
+                    tracing::error!(user, "storage refused the message: {e}");
+                    return Outcome::Rejected("Mailbox unavailable".into());
+                }
             }
         }
-    }
-
-    /// Checks the `[quota]` of `mailbox`'s user before a message of
-    /// `incoming` octets is stored into it: `Some` outcome if it must not
-    /// be. What counts is all the user's mail, the inbox and every folder
-    /// (the storage plugin's `usage`), so `user+anything@` cannot get round
-    /// it. A count that fails for now tempfails the message (the MTA
-    /// retries) rather than let it past the limit; a permanent failure is
-    /// left to the delivery itself to report.
-    async fn check_quota(&self, mailbox: &Mailbox, incoming: u64) -> Option<Outcome> {
-        let limits = self.quota.limits_for(&mailbox.user);
-        if limits.is_unlimited() {
-            return None;
-        }
-        let busy = || {
-            Some(Outcome::TempFailed(
-                "Mailbox temporarily unavailable".into(),
-            ))
-        };
-        let usage = match self.storage.usage(&mailbox.user).await {
-            Ok(Ok(usage)) => usage,
-            Ok(Err(StorageError::Temporary(why))) => {
-                tracing::warn!(user = %mailbox.user, "quota check: usage failed: {why}");
-                return busy();
-            }
-            Ok(Err(StorageError::Permanent(_) | StorageError::NotFound(_))) => return None,
-            Err(_) => return busy(),
-        };
-        let why = limits.refusal(usage.messages, usage.octets, incoming)?;
-        tracing::info!(
-            user = %mailbox.user,
-            folder = ?mailbox.folder,
-            "user over quota: {why}"
-        );
-        Some(Outcome::OverQuota(why))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_ids_depend_on_message_principal_and_folder() {
+        let m = HostMessage::new(&b"Subject: a\r\n\r\nbody\r\n"[..]);
+        let id = delivery_id(&m, "alice", None);
+        assert_eq!(id.len(), 64);
+        assert_eq!(id, delivery_id(&m.clone(), "alice", None));
+        assert_ne!(id, delivery_id(&m, "bob", None));
+        assert_ne!(id, delivery_id(&m, "alice", Some("Junk")));
+        // Header fields a filter adds do not change what was received.
+        let other = HostMessage::new(&b"Subject: b\r\n\r\nbody\r\n"[..]);
+        assert_ne!(id, delivery_id(&other, "alice", None));
+        // Neither the principal nor the folder can run into the other.
+        assert_ne!(
+            delivery_id(&m, "al", Some("ice")),
+            delivery_id(&m, "alice", None)
+        );
+        assert_ne!(
+            delivery_id(&m, "a\0b", None),
+            delivery_id(&m, "a", Some("b\0"))
+        );
+    }
 
     #[test]
     fn lmtp_replies_are_single_clean_lines() {
@@ -273,7 +327,8 @@ mod tests {
         assert!(
             Outcome::Stored {
                 key: "k".into(),
-                folder: None
+                folder: None,
+                duplicate: false,
             }
             .lmtp_reply("a@b")
             .starts_with(b"250 2.0.0")

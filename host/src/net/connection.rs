@@ -5,18 +5,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::server::Shared;
 use super::stream::Stream;
-use crate::config::PlaintextAuth;
-use crate::locks::MaildropGuard;
+use crate::config::{DeleAction as ConfigDele, PlaintextAuth};
+use crate::lease::LeaseGuard;
 use crate::metrics::METRICS;
-use crate::plugin::auth::{Decision, Login, Peer, Secret, SecretKind, SecretLookup};
-use crate::plugin::storage::{Entry as StorageEntry, Mailbox, StorageError};
+use crate::plugin::auth::{
+    Decision, Grant, Login, Peer, Pop3Policy, Secret, SecretKind, SecretLookup,
+};
+use crate::plugin::storage::{
+    CommitRequest, DeleAction, Entry as StorageEntry, Failure, Mailbox, OpenFailure, OpenRequest,
+};
 use crate::pop3::encode::MessageEncoder;
 use crate::pop3::reply::{Code, err_code};
 use crate::pop3::scram::Verifier;
@@ -42,6 +46,9 @@ enum End {
     Shutdown,
     Protocol,
     Io,
+    /// The maildrop lease was lost (renewals failed, or an operator broke
+    /// it): the session ended without an UPDATE.
+    LeaseLost,
 }
 
 impl End {
@@ -54,6 +61,7 @@ impl End {
             End::Shutdown => "shutdown",
             End::Protocol => "protocol-error",
             End::Io => "io-error",
+            End::LeaseLost => "lease-lost",
         }
     }
 }
@@ -66,9 +74,13 @@ struct Connection {
     session: Session,
     input: LineBuffer,
     output: Vec<u8>,
-    /// Held from login until the connection ends.
-    lock: Option<MaildropGuard>,
+    /// The maildrop lease, held from login until the connection ends.
+    lease: Option<LeaseGuard>,
     mailbox: Option<Mailbox>,
+    /// This session's name in lease records: `node/number`.
+    session_id: String,
+    /// The per-user POP3 policy the auth plugin gave at login, if any.
+    policy: Option<Pop3Policy>,
     /// The folder named at login (`user+Folder`), if any.
     folder: Option<String>,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -127,10 +139,13 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
         session,
         input: LineBuffer::new(),
         output: Vec::new(),
-        lock: None,
+        lease: None,
         mailbox: None,
+        session_id: String::new(),
+        policy: None,
         folder: None,
     };
+    conn.session_id = format!("{}/{n}", conn.shared.leases.identity().node);
     let end = conn.run().await;
     METRICS.session(end.label());
     let s = conn.session.stats();
@@ -157,6 +172,9 @@ impl Connection {
             // Answer every complete line already received, in order
             // (pipelining), before writing and reading more.
             while let Some(line) = self.input.next_line(self.session.max_line()) {
+                if self.lease_lost() {
+                    return self.end_lease_lost().await;
+                }
                 let action = self.session.on_line(line);
                 if let Some(name) = self.session.take_last_command() {
                     METRICS.command(name);
@@ -183,12 +201,22 @@ impl Connection {
             };
             let read = tokio::time::timeout(timeout, self.stream.read(&mut buf));
             let shutdown = self.shutdown.wait_for(|stop| *stop);
-            let got = tokio::select! {
-                r = read => Some(r),
-                _ = shutdown => None,
+            let lease = self.lease.as_ref().map(|l| l.state().clone());
+            let lost = async {
+                match lease {
+                    Some(state) => state.lost().await,
+                    None => std::future::pending().await,
+                }
             };
-            let Some(got) = got else {
-                return self.shut_down().await;
+            let got = tokio::select! {
+                r = read => Ok(r),
+                _ = shutdown => Err(End::Shutdown),
+                () = lost => Err(End::LeaseLost),
+            };
+            let got = match got {
+                Ok(got) => got,
+                Err(End::LeaseLost) => return self.end_lease_lost().await,
+                Err(_) => return self.shut_down().await,
             };
             match got {
                 Ok(Ok(0)) => return End::ClientClosed,
@@ -225,8 +253,8 @@ impl Connection {
                     }
                     return Ok(None);
                 }
-                Action::Quit(bytes) => return Ok(Some(self.finish(bytes, End::Quit))),
-                Action::Close(bytes) => return Ok(Some(self.finish(bytes, End::Protocol))),
+                Action::Quit(bytes) => return Ok(Some(self.finish(bytes, End::Quit).await)),
+                Action::Close(bytes) => return Ok(Some(self.finish(bytes, End::Protocol).await)),
                 Action::Verify(request) => {
                     let outcome = self.verify(request).await;
                     let next = self.session.on_auth(outcome);
@@ -274,7 +302,7 @@ impl Connection {
                 Action::Commit { principal, keys } => {
                     let result = self.commit(&principal, &keys).await;
                     let reply = self.session.on_commit(result);
-                    return Ok(Some(self.finish(reply, End::Quit)));
+                    return Ok(Some(self.finish(reply, End::Quit).await));
                 }
             };
         }
@@ -299,7 +327,7 @@ impl Connection {
     /// Ends a session the server is stopping: between commands, so nothing
     /// is half done; marked deletions are not applied (no UPDATE).
     async fn shut_down(&mut self) -> End {
-        self.lock = None;
+        self.lease = None;
         self.output
             .extend_from_slice(&err_code(Code::SysTemp, "Server shutting down"));
         let _ = self.flush().await;
@@ -309,10 +337,35 @@ impl Connection {
 
     /// Queues the last reply. The maildrop is released before the client
     /// can read it, so its next login does not find the maildrop in use.
-    fn finish(&mut self, bytes: Vec<u8>, end: End) -> End {
-        self.lock = None;
+    async fn finish(&mut self, bytes: Vec<u8>, end: End) -> End {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
         self.output.extend_from_slice(&bytes);
         end
+    }
+
+    /// Whether the session's maildrop lease is gone.
+    fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.state().is_lost())
+    }
+
+    /// Ends a session whose lease was lost: nothing is deleted (another
+    /// node may hold the maildrop now), the client is told to come back.
+    async fn end_lease_lost(&mut self) -> End {
+        self.lease = None;
+        tracing::warn!(
+            peer = %self.peer,
+            user = %self.session.principal().unwrap_or("-"),
+            "the maildrop lease was lost; ending the session without an UPDATE"
+        );
+        self.output.extend_from_slice(&err_code(
+            Code::SysTemp,
+            "Lost the hold on the maildrop; nothing was deleted, please log in again",
+        ));
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+        End::LeaseLost
     }
 
     fn peer_info(&self) -> Peer {
@@ -347,10 +400,12 @@ impl Connection {
             peer: self.peer_info(),
         };
         match self.shared.auth.verify(&login).await {
-            Ok(Decision::Allow(principal)) => {
+            Ok(Decision::Allow(grant)) => {
                 METRICS.login("ok");
                 tracing::debug!(peer = %self.peer, user = %request.user, "login allowed");
-                AuthOutcome::Allow { principal }
+                AuthOutcome::Allow {
+                    principal: self.take_grant(grant),
+                }
             }
             Ok(Decision::Deny(reason)) => {
                 METRICS.login("failed");
@@ -382,13 +437,13 @@ impl Connection {
         };
         loop {
             match auth.lookup_secret(&user, asked, &peer).await {
-                Ok(SecretLookup::Found((Secret::Plaintext(secret), principal))) => {
+                Ok(SecretLookup::Found((Secret::Plaintext(secret), grant))) => {
                     return SecretOutcome::Found {
                         secret: session::Secret::Plaintext(secret),
-                        principal,
+                        principal: self.take_grant(grant),
                     };
                 }
-                Ok(SecretLookup::Found((Secret::ScramSha256(v), principal)))
+                Ok(SecretLookup::Found((Secret::ScramSha256(v), grant)))
                     if kind == session::SecretKind::ScramSha256 =>
                 {
                     return SecretOutcome::Found {
@@ -398,7 +453,7 @@ impl Connection {
                             stored_key: v.stored_key,
                             server_key: v.server_key,
                         }),
-                        principal,
+                        principal: self.take_grant(grant),
                     };
                 }
                 Ok(SecretLookup::Found(_)) | Ok(SecretLookup::Unavailable) => {
@@ -418,52 +473,90 @@ impl Connection {
         }
     }
 
+    /// Keeps the per-user policy of a grant (used once the secret or
+    /// password checks out) and returns its principal.
+    fn take_grant(&mut self, grant: Grant) -> String {
+        self.policy = grant.policy;
+        grant.principal
+    }
+
     async fn open_maildrop(&mut self, principal: &str) -> Result<Vec<Entry>, MaildropError> {
         let mailbox = Mailbox {
             user: principal.to_string(),
             folder: self.folder.clone(),
         };
-        let lock_key = match &mailbox.folder {
-            Some(f) => format!("{principal}/{f}"),
-            None => principal.to_string(),
-        };
-        let guard = self
-            .shared
-            .locks
-            .try_lock(&lock_key)
-            .ok_or(MaildropError::InUse)?;
-        if let Some(delay) = self.shared.config.pop3.login_delay
-            && self
-                .shared
-                .guard
-                .too_soon(principal, Duration::from_secs(u64::from(delay)))
+        if let (Some(folder), Some(allowed)) = (
+            &mailbox.folder,
+            self.policy.as_ref().and_then(|p| p.folders.as_ref()),
+        ) && !allowed.iter().any(|f| f == folder)
         {
-            return Err(MaildropError::LoginDelay);
+            tracing::info!(
+                user = principal,
+                folder,
+                "login refused: folder not allowed for this user"
+            );
+            return Err(MaildropError::Permanent);
         }
-        let entries = match self.shared.storage.list(&mailbox).await {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(e)) => {
-                tracing::warn!(user = principal, "cannot list mailbox: {e:?}");
-                return Err(match e {
-                    StorageError::Permanent(_) => MaildropError::Permanent,
-                    _ => MaildropError::Temporary,
+        let leases = self.shared.leases.clone();
+        let login_delay = self.policy.as_ref().and_then(|p| p.login_delay).or(self
+            .shared
+            .config
+            .pop3
+            .login_delay);
+        let request = OpenRequest {
+            holder: leases
+                .identity()
+                .holder(&self.session_id, &self.peer.to_string()),
+            ttl_seconds: leases.ttl_seconds(),
+            login_delay,
+        };
+        let asked = Instant::now();
+        let opened = match self.shared.storage.open(&mailbox, &request).await {
+            Ok(opened) => opened,
+            Err(OpenFailure::InUse(holder)) => {
+                tracing::info!(
+                    user = principal,
+                    node = %holder.node,
+                    session = %holder.session,
+                    "login refused: maildrop in use"
+                );
+                return Err(MaildropError::InUse);
+            }
+            Err(OpenFailure::TooSoon(wait)) => {
+                tracing::info!(
+                    user = principal,
+                    wait_secs = wait,
+                    "login refused: LOGIN-DELAY"
+                );
+                return Err(MaildropError::LoginDelay);
+            }
+            Err(OpenFailure::Storage(e)) => {
+                tracing::warn!(user = principal, "cannot open mailbox: {e}");
+                return Err(if e.is_temporary() {
+                    MaildropError::Temporary
+                } else {
+                    MaildropError::Permanent
                 });
             }
-            Err(_) => return Err(MaildropError::Temporary),
         };
-        if let Err(problem) = check_listing(&entries) {
+        let lease = leases.track(self.shared.storage.clone(), opened.lease, asked);
+        if let Err(problem) = check_listing(&opened.entries) {
             tracing::error!(
                 plugin = "storage",
                 user = principal,
                 "storage plugin returned a bad listing: {problem}"
             );
+            lease.release().await;
             return Err(MaildropError::Temporary);
         }
         self.shared.guard.logged_in(self.peer.ip());
-        self.lock = Some(guard);
+        self.lease = Some(lease);
         self.mailbox = Some(mailbox);
-        Ok(entries
+        let hide_before = self.policy.as_ref().and_then(|p| p.hide_before);
+        Ok(opened
+            .entries
             .into_iter()
+            .filter(|e| hide_before.is_none_or(|t| e.received >= t))
             .map(|e| Entry {
                 key: e.key,
                 size: e.size,
@@ -494,16 +587,16 @@ impl Connection {
         loop {
             let want = READ_CHUNK.min((stored_size.saturating_sub(offset)).max(1) as u32);
             let chunk = match storage.read(&mailbox, key, offset, want).await {
-                Ok(Ok(chunk)) => chunk,
-                failure => {
-                    tracing::warn!(user = %mailbox.user, key, "cannot read message: {failure:?}");
+                Ok(chunk) => chunk,
+                Err(failure) => {
+                    tracing::warn!(user = %mailbox.user, key, "cannot read message: {failure}");
                     if started {
                         // What was sent stays sent; no terminator follows.
                         let _ = self.flush().await;
                         return Err(End::Io);
                     }
                     let reply = match failure {
-                        Ok(Err(StorageError::NotFound(_))) => {
+                        Failure::NotFound(_) => {
                             err_code(Code::SysPerm, "Message was removed by another client")
                         }
                         _ => err_code(Code::SysTemp, "Cannot read message, try again later"),
@@ -546,11 +639,24 @@ impl Connection {
     }
 
     async fn commit(&self, principal: &str, keys: &[String]) -> Result<(), StorageFailure> {
-        let Some(mailbox) = &self.mailbox else {
+        let (Some(mailbox), Some(lease)) = (&self.mailbox, &self.lease) else {
             return Err(StorageFailure::Temporary);
         };
-        match self.shared.storage.commit(mailbox, keys).await {
-            Ok(Ok(report)) => {
+        if !lease.is_valid() {
+            tracing::warn!(
+                user = principal,
+                "UPDATE skipped: the maildrop lease was lost"
+            );
+            return Err(StorageFailure::Temporary);
+        }
+        let request = CommitRequest {
+            lease: lease.token().to_string(),
+            delete: keys.to_vec(),
+            action: self.dele_action(),
+            retrieved: Vec::new(),
+        };
+        match self.shared.storage.commit(mailbox, &request).await {
+            Ok(report) => {
                 tracing::debug!(
                     user = principal,
                     deleted = report.deleted,
@@ -559,14 +665,27 @@ impl Connection {
                 );
                 Ok(())
             }
-            Ok(Err(e)) => {
-                tracing::error!(user = principal, "UPDATE failed: {e:?}");
-                Err(match e {
-                    StorageError::Permanent(_) => StorageFailure::Permanent,
-                    _ => StorageFailure::Temporary,
+            Err(e) => {
+                tracing::error!(user = principal, "UPDATE failed: {e}");
+                Err(if e.is_temporary() {
+                    StorageFailure::Temporary
+                } else {
+                    StorageFailure::Permanent
                 })
             }
-            Err(_) => Err(StorageFailure::Temporary),
+        }
+    }
+
+    /// What DELE does for this session: the user's policy, else the
+    /// server's `pop3.dele_action`.
+    fn dele_action(&self) -> DeleAction {
+        if let Some(action) = self.policy.as_ref().and_then(|p| p.dele.clone()) {
+            return action;
+        }
+        match self.shared.config.pop3.dele() {
+            ConfigDele::Expunge => DeleAction::Expunge,
+            ConfigDele::Flag => DeleAction::Flag,
+            ConfigDele::MoveTo(folder) => DeleAction::MoveTo(folder),
         }
     }
 
@@ -650,6 +769,7 @@ mod listing_tests {
             size,
             stored_size,
             uid: uid.into(),
+            received: 0,
         }
     }
 

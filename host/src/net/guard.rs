@@ -82,7 +82,6 @@ pub struct GuardConfig {
 struct State {
     connections: HashMap<IpAddr, usize>,
     failures: HashMap<IpAddr, (u32, Instant)>,
-    last_login: HashMap<String, Instant>,
 }
 
 /// Per-address defences shared by all connections.
@@ -192,25 +191,6 @@ impl Guard {
     pub fn logged_in(&self, ip: IpAddr) {
         self.lock().failures.remove(&ip);
     }
-
-    /// LOGIN-DELAY: `true` if `principal` logged in less than `delay` ago;
-    /// otherwise records this login.
-    pub fn too_soon(&self, principal: &str, delay: Duration) -> bool {
-        let now = Instant::now();
-        let mut state = self.lock();
-        match state.last_login.get(principal) {
-            Some(at) if now.duration_since(*at) < delay => true,
-            _ => {
-                if state.last_login.len() > 100_000 {
-                    state
-                        .last_login
-                        .retain(|_, at| now.duration_since(*at) < delay);
-                }
-                state.last_login.insert(principal.to_string(), now);
-                false
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -271,16 +251,6 @@ mod tests {
         g.logged_in(bad);
         assert_eq!(g.failed_login(bad).as_secs(), 2);
         assert_eq!(g.failed_login(ip("127.0.0.1")), Duration::ZERO);
-    }
-
-    #[test]
-    fn login_delay() {
-        let g = guard(&[]);
-        let d = Duration::from_secs(60);
-        assert!(!g.too_soon("alice", d));
-        assert!(g.too_soon("alice", d));
-        assert!(!g.too_soon("bob", d));
-        assert!(!g.too_soon("alice", Duration::ZERO));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::config::{Config, ListenerTls};
 use crate::deliver::Deliverer;
 use crate::deliver::lmtp::LmtpConfig;
 use crate::deliver::server::LmtpListener;
-use crate::locks::MaildropLocks;
+use crate::lease::{Leases, NodeIdentity};
 use crate::metrics::METRICS;
 use crate::plugin::{AuthPlugin, Runtime, StoragePlugin};
 use crate::pop3::SessionConfig;
@@ -33,7 +33,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub auth: Arc<AuthPlugin>,
     pub storage: Arc<StoragePlugin>,
-    pub locks: MaildropLocks,
+    /// The maildrop leases this node's sessions hold.
+    pub leases: Arc<Leases>,
     pub auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub runtime: Arc<Runtime>,
@@ -47,7 +48,7 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct Common {
     pub runtime: Arc<Runtime>,
-    pub locks: MaildropLocks,
+    pub leases: Arc<Leases>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub guard: Arc<Guard>,
     /// [`SessionConfig::secret`]: one per process, so SCRAM salts made up
@@ -82,7 +83,7 @@ impl Shared {
             tls: loaded.tls,
             auth: loaded.auth,
             storage: loaded.storage,
-            locks: common.locks,
+            leases: common.leases,
             auth_timeout: Duration::from_secs(config.pop3.auth_timeout_secs),
             idle_timeout: Duration::from_secs(config.pop3.idle_timeout_secs),
             runtime: common.runtime,
@@ -95,7 +96,7 @@ impl Shared {
     pub fn common(&self) -> Common {
         Common {
             runtime: self.runtime.clone(),
-            locks: self.locks.clone(),
+            leases: self.leases.clone(),
             shutdown: self.shutdown.clone(),
             guard: self.guard.clone(),
             secret: self.session_config.secret,
@@ -234,9 +235,19 @@ impl Server {
         let storage = StoragePlugin::load(&runtime, "storage", &config.storage).await?;
         let deliverer = Deliverer::new(&config, &runtime, auth.clone(), storage.clone()).await?;
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let leases = Leases::new(
+            NodeIdentity::new(&config.server.node),
+            Duration::from_secs(config.server.lease_ttl_secs),
+        );
+        leases.spawn_renewer();
+        tracing::info!(
+            node = %leases.identity().node,
+            incarnation = %leases.identity().incarnation,
+            "node identity"
+        );
         let common = Common {
             runtime,
-            locks: MaildropLocks::default(),
+            leases,
             shutdown,
             guard: Guard::new(guard_config(&config)?),
             secret: random_secret()?,

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::plugin::bindings;
 use crate::plugin::state::PluginState;
+use crate::plugin::{bindings, contract};
 
 /// Every Poplar world, in the order they are reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,15 +45,14 @@ impl World {
     }
 
     /// The interfaces a component must export to implement the world.
-    fn exports(self) -> &'static [&'static str] {
-        match self {
-            World::Auth => &["poplar:plugin/auth@0.1.0"],
-            World::Storage => &["poplar:plugin/storage@0.1.0"],
-            World::Filter => &["poplar:plugin/filter@0.1.0"],
-            World::TrainableFilter => {
-                &["poplar:plugin/filter@0.1.0", "poplar:plugin/trainer@0.1.0"]
-            }
-        }
+    fn exports(self) -> Vec<String> {
+        let names: &[&str] = match self {
+            World::Auth => &["auth"],
+            World::Storage => &["storage"],
+            World::Filter => &["filter"],
+            World::TrainableFilter => &["filter", "trainer"],
+        };
+        names.iter().map(|n| contract::interface(n)).collect()
     }
 
     /// Links the component as the server would for this world and checks
@@ -96,16 +95,15 @@ impl fmt::Display for World {
 }
 
 /// Interfaces of Poplar's package that the host provides to plugins.
-const HOST_INTERFACES: &[&str] = &[
-    "poplar:plugin/types@0.1.0",
-    "poplar:plugin/host@0.1.0",
-    "poplar:plugin/message@0.1.0",
-];
+const HOST_INTERFACES: &[&str] = &["types", "host", "message", "sql", "blob"];
 
 /// Whether the host can satisfy an import of this name (WASI, or one of
-/// Poplar's host interfaces).
+/// Poplar's host interfaces of this contract version).
 pub fn host_provides(import: &str) -> bool {
-    import.starts_with("wasi:") || HOST_INTERFACES.contains(&import)
+    import.starts_with("wasi:")
+        || HOST_INTERFACES
+            .iter()
+            .any(|i| contract::interface(i) == import)
 }
 
 /// Why a file could not be checked at all.
@@ -235,13 +233,17 @@ pub fn check(bytes: &[u8]) -> Result<Report, CheckError> {
     let worlds = World::ALL
         .iter()
         .map(|&world| {
-            let absent: Vec<&str> = world
-                .exports()
+            let wanted = world.exports();
+            let absent: Vec<&str> = wanted
                 .iter()
-                .copied()
+                .map(String::as_str)
                 .filter(|e| !exports.iter().any(|x| x == e))
                 .collect();
-            let result = if !absent.is_empty() {
+            let result = if let Err(why) =
+                contract::check(imports.iter().chain(&exports).map(String::as_str))
+            {
+                Err(why)
+            } else if !absent.is_empty() {
                 Err(format!("does not export {}", absent.join(", ")))
             } else {
                 world
@@ -279,16 +281,22 @@ mod tests {
     #[test]
     fn which_imports_the_host_provides() {
         assert!(host_provides("wasi:filesystem/types@0.2.6"));
-        assert!(host_provides("poplar:plugin/host@0.1.0"));
-        assert!(host_provides("poplar:plugin/message@0.1.0"));
-        assert!(!host_provides("poplar:plugin/storage@0.1.0"));
-        assert!(!host_provides("poplar:plugin/host@0.2.0"));
+        assert!(host_provides("poplar:plugin/host@0.2.0"));
+        assert!(host_provides("poplar:plugin/message@0.2.0"));
+        assert!(host_provides("poplar:plugin/sql@0.2.0"));
+        assert!(host_provides("poplar:plugin/blob@0.2.0"));
+        assert!(!host_provides("poplar:plugin/storage@0.2.0"));
+        assert!(!host_provides("poplar:plugin/host@0.1.0"));
         assert!(!host_provides("acme:net/http@1.0.0"));
     }
 
-    /// A component that exports `poplar:plugin/auth@0.1.0` by name, but
+    /// A component that exports `poplar:plugin/auth@<version>` by name, but
     /// with one function of the wrong type; `imports` goes first.
     fn fake_auth(imports: &str) -> Vec<u8> {
+        fake_auth_of(imports, contract::VERSION)
+    }
+
+    fn fake_auth_of(imports: &str, version: &str) -> Vec<u8> {
         wat::parse_str(format!(
             r#"(component
                 {imports}
@@ -296,7 +304,7 @@ mod tests {
                 (core instance $i (instantiate $m))
                 (func $verify (result u32) (canon lift (core func $i "f")))
                 (instance $auth (export "verify" (func $verify)))
-                (export "poplar:plugin/auth@0.1.0" (instance $auth))
+                (export "poplar:plugin/auth@{version}" (instance $auth))
             )"#
         ))
         .unwrap()
@@ -305,7 +313,7 @@ mod tests {
     #[test]
     fn the_right_name_is_not_enough() {
         let report = check(&fake_auth("")).unwrap();
-        assert_eq!(report.exports, ["poplar:plugin/auth@0.1.0"]);
+        assert_eq!(report.exports, ["poplar:plugin/auth@0.2.0"]);
         assert!(report.imports.is_empty());
         assert!(report.satisfied().is_empty(), "{report:?}");
         let why = report.reason(World::Auth).unwrap();
@@ -317,12 +325,12 @@ mod tests {
     fn foreign_imports_are_named() {
         let report = check(&fake_auth(
             r#"(import "acme:net/http@1.0.0" (instance (export "get" (func (param "url" string) (result string)))))
-               (import "poplar:plugin/host@0.1.0" (instance))"#,
+               (import "poplar:plugin/host@0.2.0" (instance))"#,
         ))
         .unwrap();
         assert_eq!(
             report.imports,
-            ["acme:net/http@1.0.0", "poplar:plugin/host@0.1.0"]
+            ["acme:net/http@1.0.0", "poplar:plugin/host@0.2.0"]
         );
         assert_eq!(report.missing_imports, ["acme:net/http@1.0.0"]);
         let why = report.reason(World::Auth).unwrap();
@@ -333,5 +341,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("imports Poplar does not provide: acme:net/http@1.0.0\n"));
+    }
+
+    #[test]
+    fn another_contract_version_is_named() {
+        let report = check(&fake_auth_of("", "0.1.0")).unwrap();
+        let why = report.reason(World::Auth).unwrap();
+        assert!(why.contains("poplar:plugin@0.1.0"), "{why}");
+        assert!(why.contains("poplar:plugin@0.2.0"), "{why}");
     }
 }

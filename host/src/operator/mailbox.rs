@@ -32,20 +32,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 
 use crate::config::{Config, QuotaLimits};
+use crate::lease::NodeIdentity;
 use crate::plugin::auth::UserLookup;
 use crate::plugin::message::parse_headers;
 use crate::plugin::storage::{
-    Entry, HeaderMatch, MailUsage, Mailbox, SearchCriteria, StorageError,
+    self, CommitRequest, DeleAction, Entry, HeaderMatch, MailUsage, Mailbox, OpenFailure,
+    OpenRequest, SearchCriteria,
 };
 use crate::plugin::{AuthPlugin, PluginError, Runtime, StoragePlugin};
 
-const EX_NOMATCH: u8 = 1;
-const EX_USAGE: u8 = 64;
-const EX_DATAERR: u8 = 65;
-const EX_NOUSER: u8 = 67;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_TEMPFAIL: u8 = 75;
-const EX_CONFIG: u8 = 78;
+use super::exit::{
+    EX_CONFIG, EX_DATAERR, EX_NOMATCH, EX_NOUSER, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+};
 
 /// Storage calls from these commands may walk a whole mailbox (a search
 /// reads every message): they get at least this deadline.
@@ -224,7 +222,9 @@ async fn execute(cmd: MailboxCmd) -> Result<(String, u8), Failure> {
                 );
             }
             let open = Open::new(&target).await?;
-            let entries = open.list().await?;
+            // The maildrop lease, as a POP3 session takes it: no session on
+            // any node is changing this mailbox while we do.
+            let (lease, entries) = open.lease().await?;
             let chosen: Vec<String> = if all {
                 entries.iter().map(|e| e.key.clone()).collect()
             } else if searching {
@@ -256,12 +256,21 @@ async fn execute(cmd: MailboxCmd) -> Result<(String, u8), Failure> {
             let report = if dry_run || keys.is_empty() {
                 None
             } else {
-                match open.storage.commit(&open.mailbox, &keys).await {
-                    Ok(Ok(report)) => Some(report),
-                    Ok(Err(e)) => return Err(storage_failure("removing the messages", e)),
-                    Err(e) => return Err(plugin_failure(e)),
-                }
+                let request = CommitRequest {
+                    lease: lease.clone(),
+                    delete: keys,
+                    action: DeleAction::Expunge,
+                    retrieved: Vec::new(),
+                };
+                let done = open.storage.commit(&open.mailbox, &request).await;
+                Some(done.map_err(|e| storage_failure("removing the messages", e)))
             };
+            if let Err(e) = open.storage.release(&lease).await {
+                eprintln!(
+                    "poplar mailbox expunge: releasing the maildrop lease (it will expire): {e}"
+                );
+            }
+            let report = report.transpose()?;
             let done = Expunged {
                 dry_run,
                 deleted: report.as_ref().map_or(0, |r| r.deleted),
@@ -274,6 +283,8 @@ async fn execute(cmd: MailboxCmd) -> Result<(String, u8), Failure> {
 
 /// The plugins loaded and the user resolved.
 struct Open {
+    /// `server.node`, for the lease.
+    node: String,
     user: String,
     principal: String,
     mailbox: Mailbox,
@@ -310,6 +321,7 @@ impl Open {
             Err(e) => return Err(plugin_failure(e)),
         };
         Ok(Open {
+            node: config.server.node.clone(),
             user: target.user.clone(),
             limits: config.quota.limits_for(&principal),
             mailbox: Mailbox {
@@ -330,28 +342,55 @@ impl Open {
     }
 
     async fn list(&self) -> Result<Vec<Entry>, Failure> {
-        match self.storage.list(&self.mailbox).await {
-            Ok(Ok(entries)) => Ok(entries),
-            Ok(Err(e)) => Err(storage_failure("listing the mailbox", e)),
-            Err(e) => Err(plugin_failure(e)),
+        self.storage
+            .list(&self.mailbox)
+            .await
+            .map_err(|e| storage_failure("listing the mailbox", e))
+    }
+
+    /// Takes the maildrop lease as a POP3 session would (a session holding
+    /// it makes this fail with EX_TEMPFAIL) and lists the mailbox under it.
+    async fn lease(&self) -> Result<(String, Vec<Entry>), Failure> {
+        let identity = NodeIdentity::new(&self.node);
+        let request = OpenRequest {
+            holder: identity.holder(&format!("cli-{}", std::process::id()), ""),
+            ttl_seconds: (OPERATOR_TIMEOUT_MS / 1000) as u32,
+            login_delay: None,
+        };
+        match self.storage.open(&self.mailbox, &request).await {
+            Ok(opened) => Ok((opened.lease, opened.entries)),
+            Err(OpenFailure::InUse(holder)) => fail(
+                EX_TEMPFAIL,
+                format!(
+                    "{} is in use by session {} on node {} (client {}); try again later",
+                    self.describe(),
+                    holder.session,
+                    holder.node,
+                    if holder.peer.is_empty() {
+                        "-"
+                    } else {
+                        &holder.peer
+                    }
+                ),
+            ),
+            Err(OpenFailure::TooSoon(_)) => fail(EX_TEMPFAIL, "the storage refused the lease"),
+            Err(OpenFailure::Storage(e)) => Err(storage_failure("opening the mailbox", e)),
         }
     }
 
     /// All the user's mail, the inbox and every folder.
     async fn usage(&self) -> Result<MailUsage, Failure> {
-        match self.storage.usage(&self.principal).await {
-            Ok(Ok(usage)) => Ok(usage),
-            Ok(Err(e)) => Err(storage_failure("measuring the user's mail", e)),
-            Err(e) => Err(plugin_failure(e)),
-        }
+        self.storage
+            .usage(&self.principal)
+            .await
+            .map_err(|e| storage_failure("measuring the user's mail", e))
     }
 
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<String>, Failure> {
-        match self.storage.search(&self.mailbox, criteria).await {
-            Ok(Ok(keys)) => Ok(keys),
-            Ok(Err(e)) => Err(storage_failure("searching the mailbox", e)),
-            Err(e) => Err(plugin_failure(e)),
-        }
+        self.storage
+            .search(&self.mailbox, criteria)
+            .await
+            .map_err(|e| storage_failure("searching the mailbox", e))
     }
 
     /// The listing's messages (those among `keys`, if given) with their
@@ -395,10 +434,9 @@ impl Open {
                 .read(&self.mailbox, key, offset, HEADER_READ)
                 .await
             {
-                Ok(Ok(part)) => part,
-                Ok(Err(StorageError::NotFound(_))) => return Ok(Vec::new()),
-                Ok(Err(e)) => return Err(storage_failure("reading a message", e)),
-                Err(e) => return Err(plugin_failure(e)),
+                Ok(part) => part,
+                Err(storage::Failure::NotFound(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(storage_failure("reading a message", e)),
             };
             let end = part.is_empty();
             block.extend_from_slice(&part);
@@ -417,16 +455,20 @@ fn has_empty_line(block: &[u8]) -> bool {
         || block.windows(3).any(|w| w == b"\n\r\n")
 }
 
-fn storage_failure(doing: &str, e: StorageError) -> Failure {
-    match e {
-        StorageError::Temporary(why) => Failure {
+fn storage_failure(doing: &str, e: storage::Failure) -> Failure {
+    if let storage::Failure::Plugin(e) = e {
+        return plugin_failure(e);
+    }
+    if e.is_temporary() {
+        Failure {
             code: EX_TEMPFAIL,
-            message: format!("{doing}: temporary storage failure: {why}"),
-        },
-        StorageError::Permanent(why) | StorageError::NotFound(why) => Failure {
+            message: format!("{doing}: temporary storage failure: {e}"),
+        }
+    } else {
+        Failure {
             code: EX_UNAVAILABLE,
-            message: format!("{doing}: storage refused: {why}"),
-        },
+            message: format!("{doing}: storage refused: {e}"),
+        }
     }
 }
 
@@ -533,6 +575,7 @@ impl CriteriaArgs {
             before: when("--before", &self.before)?,
             larger: size("--larger", &self.larger)?,
             smaller: size("--smaller", &self.smaller)?,
+            retrieved_before: None,
         })
     }
 }

@@ -2,8 +2,12 @@
 //! hash`), [`check`] tells what a `.wasm` file is and which Poplar worlds it
 //! implements (`poplar plugin check`); both need no configuration.
 //! [`mailbox`] lists, measures, searches and expunges one user's mail
-//! through the configured plugins (`poplar mailbox`).
+//! through the configured plugins (`poplar mailbox`); [`session`] shows who
+//! holds which maildrop on which node and ends a user's sessions (`poplar
+//! session`). [`exit`] holds the exit codes they all use.
 
 pub mod check;
+pub mod exit;
 pub mod mailbox;
 pub mod pw;
+pub mod session;

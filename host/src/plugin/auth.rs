@@ -2,7 +2,7 @@
 
 use super::bindings::auth::AuthPlugin as AuthWorld;
 pub use super::bindings::auth::exports::poplar::plugin::auth::{
-    Decision, Login, Secret, SecretKind, SecretLookup, UserLookup,
+    Decision, ExpirePolicy, Grant, Login, Pop3Policy, Secret, SecretKind, SecretLookup, UserLookup,
 };
 pub use super::bindings::auth::poplar::plugin::types::Peer;
 use super::pool::{Plugin, PluginError};

@@ -1,8 +1,9 @@
 //! The `message` resource: a message being delivered, owned by the host and
 //! read by plugins in bounded ranges.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::Resource;
 
 use super::bindings::auth::poplar::plugin::types::Header;
@@ -22,6 +23,17 @@ pub struct HostMessage {
     headers: Arc<[(String, String)]>,
     /// Offset of the body in `bytes`.
     body: usize,
+    /// SHA-256 of the whole message in hex, computed on first use.
+    digest: Arc<OnceLock<String>>,
+}
+
+/// How line endings are stored (`delivery.line_endings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEndings {
+    /// Every CRLF becomes LF (Maildir's convention; the default).
+    Lf,
+    /// As received (CRLF over LMTP).
+    AsReceived,
 }
 
 impl HostMessage {
@@ -34,7 +46,38 @@ impl HostMessage {
             bytes,
             headers: headers.into(),
             body,
+            digest: Arc::default(),
         }
+    }
+
+    /// The message as it is to be stored: with `LineEndings::Lf` every CRLF
+    /// becomes LF (one copy of the message); otherwise unchanged.
+    pub fn stored_form(&self, endings: LineEndings) -> HostMessage {
+        if endings == LineEndings::AsReceived || !self.uses_crlf() {
+            return self.clone();
+        }
+        let mut out = Vec::with_capacity(self.prefix.len() + self.bytes.len());
+        for part in [&self.prefix[..], &self.bytes[..]] {
+            let mut rest = part;
+            while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
+                out.extend_from_slice(&rest[..i]);
+                out.push(b'\n');
+                rest = &rest[i + 2..];
+            }
+            out.extend_from_slice(rest);
+        }
+        HostMessage::new(out)
+    }
+
+    /// SHA-256 of the whole message (all [`size`](Self::size) octets), as
+    /// 64 lower-case hex digits; computed once.
+    pub fn digest(&self) -> &str {
+        self.digest.get_or_init(|| {
+            let mut h = Sha256::new();
+            h.update(&self.prefix);
+            h.update(&self.bytes);
+            hex::encode(h.finalize())
+        })
     }
 
     /// The same message with `fields` prepended, in order, using the
@@ -62,6 +105,7 @@ impl HostMessage {
             bytes: self.bytes.clone(),
             headers: added.into(),
             body: self.body,
+            digest: Arc::default(),
         }
     }
 
@@ -162,6 +206,11 @@ impl HostMessageApi for PluginState {
             .map_or_else(Vec::new, |m| m.read_at(offset, len))
     }
 
+    fn digest(&mut self, msg: Resource<HostMessage>) -> String {
+        self.message(&msg)
+            .map_or_else(String::new, |m| m.digest().to_string())
+    }
+
     fn drop(&mut self, msg: Resource<HostMessage>) -> wasmtime::Result<()> {
         self.table.delete(msg)?;
         Ok(())
@@ -211,6 +260,26 @@ mod tests {
         ]);
         assert_eq!(m.read_at(0, 12), b"X-Ok: v\r\nSub");
         assert_eq!(m.headers().len(), 2);
+    }
+
+    #[test]
+    fn stored_form_turns_crlf_into_lf_and_digest_covers_everything() {
+        let m = HostMessage::new(&b"Subject: a\r\n\r\nbody\rmore\r\n"[..])
+            .with_headers(&[("Return-Path".into(), "<a@b>".into())]);
+        let lf = m.stored_form(LineEndings::Lf);
+        assert_eq!(
+            lf.read_at(0, 1000),
+            b"Return-Path: <a@b>\nSubject: a\n\nbody\rmore\n"
+        );
+        assert_eq!(lf.body_offset(), 31);
+        assert_eq!(lf.headers().len(), 2);
+        let same = m.stored_form(LineEndings::AsReceived);
+        assert_eq!(same.read_at(0, 1000), m.read_at(0, 1000));
+        assert_eq!(m.digest().len(), 64);
+        assert_eq!(m.digest(), same.digest());
+        assert_ne!(m.digest(), lf.digest());
+        let whole = m.read_at(0, 1000);
+        assert_eq!(m.digest(), hex::encode(Sha256::digest(&whole)));
     }
 
     #[test]

@@ -1,16 +1,22 @@
 //! The plugin runtime: a thin layer over wasmtime that runs Poplar's WIT
 //! worlds. [`runtime`] owns the engine and the compiled-component cache;
-//! [`pool`] lends warm instances to calls with deadlines and memory caps;
-//! [`state`] is what each store holds (WASI grants, host imports);
-//! [`message`] is the host `message` resource; [`auth`] and [`storage`] are
-//! the typed calls the server makes.
+//! [`contract`] is the contract version it speaks; [`pool`] lends warm
+//! instances to calls with deadlines and memory caps; [`state`] is what
+//! each store holds (WASI grants, host imports). One module per interface
+//! the host imports into plugins: [`message`] (the host `message`
+//! resource), [`sql`] and [`blob`] (database and object-store
+//! capabilities); and one per world the server calls: [`auth`],
+//! [`storage`], [`filter`].
 
 pub mod auth;
 pub mod bindings;
+pub mod blob;
+pub mod contract;
 pub mod filter;
 pub mod message;
 pub mod pool;
 pub mod runtime;
+pub mod sql;
 pub mod state;
 pub mod storage;
 

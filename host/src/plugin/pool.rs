@@ -15,6 +15,7 @@ use wasmtime::component::{HasSelf, InstancePre, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings;
+use super::contract;
 use super::message::HostMessage;
 use super::runtime::Runtime;
 use super::state::{PluginInfo, PluginState};
@@ -174,6 +175,20 @@ impl<W: World> Plugin<W> {
                  refusing to load it",
                 config.path.display()
             );
+        }
+        {
+            let ty = component.component_type();
+            let engine = &runtime.engine;
+            let names = ty
+                .imports(engine)
+                .map(|(n, _)| n)
+                .chain(ty.exports(engine).map(|(n, _)| n));
+            contract::check(names).map_err(|why| {
+                anyhow::anyhow!(
+                    "plugin {name} ({}) is refused: {why}",
+                    config.path.display()
+                )
+            })?;
         }
         let mut linker = Linker::new(&runtime.engine);
         W::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -32,8 +32,11 @@
 //! - `SCRAM-SHA-256` (`<iterations>,<salt>,<stored key>,<server key>`)
 //!
 //! Mechanisms `USER`, `PLAIN` and `LOGIN` are checked here; `lookup-secret`
-//! hands out `PLAIN` passwords (for APOP and SCRAM) and `SCRAM-SHA-256`
-//! verifiers. `OAUTHBEARER` and `XOAUTH2` tokens are refused unless
+//! hands out `PLAIN` passwords (for APOP, SCRAM and CRAM-MD5) and
+//! `SCRAM-SHA-256` verifiers; it answers `unavailable` for `cram-md5`
+//! secrets (no `{CRAM-MD5}` scheme is read). Every login is granted with no
+//! per-user POP3 policy (`policy: none`): the server's `[pop3]` settings
+//! apply. `OAUTHBEARER` and `XOAUTH2` tokens are refused unless
 //! `oauth_hs256_secret` is set; then they must be HS256 JSON Web Tokens
 //! naming a user of the file (see `oauth.rs`).
 
@@ -51,7 +54,8 @@ use std::sync::Mutex;
 
 use backend::{Backend, Config, Level};
 use exports::poplar::plugin::auth::{
-    Decision, Guest, Login, Peer, ScramVerifier, Secret, SecretKind, SecretLookup, UserLookup,
+    Decision, Grant, Guest, Login, Peer, ScramVerifier, Secret, SecretKind, SecretLookup,
+    UserLookup,
 };
 use poplar::plugin::host;
 
@@ -82,6 +86,15 @@ fn with_backend<T>(f: impl FnOnce(&mut Backend, &Config) -> T) -> Result<T, Stri
     Ok(f(&mut backend, config))
 }
 
+/// A successful login as `principal`. The passwd-file carries no per-user
+/// POP3 policy yet, so the server's `[pop3]` settings apply to everyone.
+fn grant(principal: String) -> Grant {
+    Grant {
+        principal,
+        policy: None,
+    }
+}
+
 struct Plugin;
 
 impl Guest for Plugin {
@@ -97,7 +110,7 @@ impl Guest for Plugin {
             authzid: &attempt.authzid,
         };
         match with_backend(|b, config| b.verify(config, login, &mut log)) {
-            Ok(backend::Decision::Allow(principal)) => Decision::Allow(principal),
+            Ok(backend::Decision::Allow(principal)) => Decision::Allow(grant(principal)),
             Ok(backend::Decision::Deny(why)) => Decision::Deny(why),
             Ok(backend::Decision::TempFail(why)) | Err(why) => Decision::TempFail(why),
         }
@@ -115,6 +128,9 @@ impl Guest for Plugin {
         let kind = match kind {
             SecretKind::Plaintext => backend::SecretKind::Plaintext,
             SecretKind::ScramSha256 => backend::SecretKind::ScramSha256,
+            // No `{CRAM-MD5}` scheme is read yet: the host then offers
+            // CRAM-MD5 only through a plaintext password, if it asks.
+            SecretKind::CramMd5 => return SecretLookup::Unavailable,
         };
         match with_backend(|b, config| b.lookup_secret(config, &user, kind, &mut log)) {
             Ok(backend::Lookup::Found(secret, principal)) => {
@@ -127,7 +143,7 @@ impl Guest for Plugin {
                         server_key: v.server_key,
                     }),
                 };
-                SecretLookup::Found((secret, principal))
+                SecretLookup::Found((secret, grant(principal)))
             }
             Ok(backend::Lookup::Unavailable) => SecretLookup::Unavailable,
             Ok(backend::Lookup::TempFail(why)) | Err(why) => SecretLookup::TempFail(why),

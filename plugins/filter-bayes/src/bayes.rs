@@ -37,6 +37,15 @@ pub struct Verdict {
     pub headers: Vec<(String, String)>,
 }
 
+/// One labelled message for [`Bayes::train`].
+pub struct Lesson<M> {
+    pub msg: M,
+    /// Spam (`true`) or ham.
+    pub spam: bool,
+    /// Take the message back instead of learning it.
+    pub unlearn: bool,
+}
+
 /// What a training call did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -132,27 +141,27 @@ impl Bayes {
         Ok(())
     }
 
-    /// Classifies one message. Never fails: without a usable model the
-    /// message is accepted (scored 0.5 and marked untrained if there is no
-    /// model yet, unscored and logged as an error if it cannot be read).
-    pub fn classify(&mut self, config: &Config, msg: &impl MessageSource, log: Log<'_>) -> Verdict {
+    /// Classifies one message. Without a model yet (or one that has not
+    /// learnt `min_learned` of each kind) the message is accepted, scored
+    /// 0.5 and marked untrained. A model that cannot be read is an error:
+    /// the filter cannot decide, and the host applies its failure policy.
+    pub fn classify(
+        &mut self,
+        config: &Config,
+        msg: &impl MessageSource,
+        log: Log<'_>,
+    ) -> Result<Verdict, String> {
         let accept = |headers| Verdict {
             action: Action::Accept,
             headers,
         };
-        let model = match self.model(&config.model, log) {
-            Ok(model) => model,
-            Err(e) => {
-                log(Level::Error, &format!("{e}; message accepted unscored"));
-                return accept(Vec::new());
-            }
-        };
+        let model = self.model(&config.model, log)?;
         let model = model.filter(|m| m.spam.min(m.ham) >= config.min_learned.max(1));
         let Some(model) = model else {
-            return accept(vec![
+            return Ok(accept(vec![
                 header("X-Spam-Score", "0.500"),
                 header("X-Spam-Bayes", "untrained"),
-            ]);
+            ]));
         };
         let tokens = tokens(&scan(msg, config.max_scan));
         // Compare what the header shows, so that 0.8996 ("0.900") is spam
@@ -160,7 +169,7 @@ impl Bayes {
         let score = (classify::score(model, &tokens) * 1000.0).round() / 1000.0;
         let mut headers = vec![header("X-Spam-Score", &format!("{score:.3}"))];
         if score < config.threshold {
-            return accept(headers);
+            return Ok(accept(headers));
         }
         headers.push(header("X-Spam-Flag", "YES"));
         let action = if config.file_spam {
@@ -168,18 +177,17 @@ impl Bayes {
         } else {
             Action::Accept
         };
-        Verdict { action, headers }
+        Ok(Verdict { action, headers })
     }
 
-    /// Adds labelled messages to the stored model. Each message is read (at
-    /// most `max_scan` octets) and dropped before the next one. The model is
-    /// written atomically, and only one training at a time can change it
-    /// (see [`Writer`]).
+    /// Adds labelled messages to the stored model, or takes them back
+    /// (`unlearn`). Each message is read (at most `max_scan` octets) and
+    /// dropped before the next one. The model is written atomically, and
+    /// only one training at a time can change it (see [`Writer`]).
     pub fn train<M: MessageSource>(
         &mut self,
         config: &Config,
-        spam: Vec<M>,
-        ham: Vec<M>,
+        lessons: Vec<Lesson<M>>,
         log: Log<'_>,
     ) -> Result<Report, String> {
         let path = &config.model;
@@ -189,20 +197,30 @@ impl Bayes {
         self.model(path, log)
             .map_err(|e| format!("{e}; remove it to start over"))?;
         let mut model = self.loaded.take().map(|(_, m)| m).unwrap_or_default();
-        let (new_spam, new_ham) = (spam.len() as u32, ham.len() as u32);
-        for (msg, is_spam) in spam
-            .into_iter()
-            .map(|m| (m, true))
-            .chain(ham.into_iter().map(|m| (m, false)))
-        {
-            model.learn(&tokens(&scan(&msg, config.max_scan)), is_spam);
+        // [learnt, unlearnt] x [spam, ham]
+        let mut done = [[0u32; 2]; 2];
+        for lesson in lessons {
+            let tokens = tokens(&scan(&lesson.msg, config.max_scan));
+            if lesson.unlearn {
+                model.unlearn(&tokens, lesson.spam);
+            } else {
+                model.learn(&tokens, lesson.spam);
+            }
+            done[usize::from(lesson.unlearn)][usize::from(!lesson.spam)] += 1;
         }
+        let changed: u32 = done.iter().flatten().sum();
         let pruned = model.prune(config.max_tokens);
-        if new_spam + new_ham > 0 || pruned > 0 {
+        if changed > 0 || pruned > 0 {
             writer.commit(&model)?;
         }
+        let [[new_spam, new_ham], [old_spam, old_ham]] = done;
+        let unlearnt = if old_spam + old_ham > 0 {
+            format!(", unlearnt {old_spam} spam and {old_ham} ham")
+        } else {
+            String::new()
+        };
         let summary = format!(
-            "learnt {new_spam} spam and {new_ham} ham; {} now holds {} spam, {} ham, {} tokens{}",
+            "learnt {new_spam} spam and {new_ham} ham{unlearnt}; {} now holds {} spam, {} ham, {} tokens{}",
             path.display(),
             model.spam,
             model.ham,
@@ -216,7 +234,7 @@ impl Bayes {
         log(Level::Info, &summary);
         self.loaded = Key::of(path)?.map(|key| (key, model));
         Ok(Report {
-            learned: new_spam + new_ham,
+            learned: changed,
             summary,
         })
     }
@@ -254,7 +272,7 @@ mod tests {
             }
         }
 
-        fn classify(&mut self, text: &str) -> Verdict {
+        fn try_classify(&mut self, text: &str) -> Result<Verdict, String> {
             let logs = &mut self.logs;
             self.bayes
                 .classify(&self.config, &Raw::new(text.as_bytes()), &mut |l, m| {
@@ -262,13 +280,27 @@ mod tests {
                 })
         }
 
+        fn classify(&mut self, text: &str) -> Verdict {
+            self.try_classify(text).unwrap()
+        }
+
         fn train(&mut self, spam: &[&str], ham: &[&str]) -> Result<Report, String> {
-            let raw = |texts: &[&str]| texts.iter().map(|t| Raw::new(t.as_bytes())).collect();
-            let logs = &mut self.logs;
-            self.bayes
-                .train(&self.config, raw(spam), raw(ham), &mut |l, m| {
-                    logs.push((l, m.to_owned()))
+            self.lessons(&lessons(spam, ham, false))
+        }
+
+        fn lessons(&mut self, lessons: &[(&str, bool, bool)]) -> Result<Report, String> {
+            let lessons = lessons
+                .iter()
+                .map(|&(text, spam, unlearn)| Lesson {
+                    msg: Raw::new(text.as_bytes()),
+                    spam,
+                    unlearn,
                 })
+                .collect();
+            let logs = &mut self.logs;
+            self.bayes.train(&self.config, lessons, &mut |l, m| {
+                logs.push((l, m.to_owned()))
+            })
         }
 
         fn validate(&mut self) -> Result<(), String> {
@@ -276,6 +308,13 @@ mod tests {
             self.bayes
                 .validate(&self.config, &mut |l, m| logs.push((l, m.to_owned())))
         }
+    }
+
+    /// (text, spam, unlearn) for every message of `spam` and `ham`.
+    fn lessons<'a>(spam: &[&'a str], ham: &[&'a str], unlearn: bool) -> Vec<(&'a str, bool, bool)> {
+        let spam = spam.iter().map(|&t| (t, true, unlearn));
+        spam.chain(ham.iter().map(|&t| (t, false, unlearn)))
+            .collect()
     }
 
     const SPAM: &[&str] = &[
@@ -312,10 +351,9 @@ mod tests {
             err.contains("corrupt model") && err.contains("truncated"),
             "{err}"
         );
-        let verdict = f.classify(SPAM[0]);
-        assert_eq!(verdict.action, Action::Accept);
-        assert!(verdict.headers.is_empty());
-        assert_eq!(f.logs.last().unwrap().0, Level::Error);
+        // The filter cannot decide: the host applies its failure policy.
+        let err = f.try_classify(SPAM[0]).unwrap_err();
+        assert!(err.contains("corrupt model"), "{err}");
         let err = f.train(SPAM, HAM).unwrap_err();
         assert!(err.contains("remove it to start over"), "{err}");
     }
@@ -378,6 +416,53 @@ mod tests {
         let verdict = f.classify(SPAM[0]);
         assert_eq!(verdict.action, Action::Accept);
         assert_eq!(verdict.headers[1], header("X-Spam-Flag", "YES"));
+    }
+
+    #[test]
+    fn unlearning_takes_a_lesson_back() {
+        let mut f = Fixture::new();
+        f.train(SPAM, HAM).unwrap();
+        let before = Model::load(&f.config.model).unwrap().unwrap();
+        // A ham message filed as spam by mistake, then corrected.
+        let mistake = "Subject: meeting pills\n\nproject pharmacy agenda\n";
+        f.lessons(&[(mistake, true, false)]).unwrap();
+        let report = f
+            .lessons(&[(mistake, true, true), (mistake, false, false)])
+            .unwrap();
+        assert_eq!(report.learned, 2);
+        assert!(
+            report
+                .summary
+                .contains("learnt 0 spam and 1 ham, unlearnt 1 spam and 0 ham"),
+            "{}",
+            report.summary
+        );
+        let after = Model::load(&f.config.model).unwrap().unwrap();
+        assert_eq!((after.spam, after.ham), (2, 3));
+        // The spam side is as before the mistake; the ham side learnt it.
+        assert_eq!(
+            after.counts("pharmacy").spam,
+            before.counts("pharmacy").spam
+        );
+        assert_eq!(
+            after.counts("pharmacy").ham,
+            before.counts("pharmacy").ham + 1
+        );
+        assert_eq!(after.counts("agenda").spam, 0);
+        assert_eq!(after.counts("agenda").ham, 2);
+
+        // Taking back what was never learnt stops at zero and leaves a
+        // model the file format accepts.
+        let never = "Subject: unseen\n\nzebra quokka\n";
+        let many: Vec<_> = (0..5).map(|_| (never, true, true)).collect();
+        f.lessons(&many).unwrap();
+        let model = Model::load(&f.config.model).unwrap().unwrap();
+        assert_eq!(model.spam, 0);
+        assert!(model.tokens.values().all(|c| c.spam == 0));
+        assert_eq!(model.counts("zebra"), Default::default());
+        f.lessons(&lessons(SPAM, HAM, true)).unwrap();
+        let model = Model::load(&f.config.model).unwrap().unwrap();
+        assert_eq!((model.spam, model.ham), (0, 1));
     }
 
     #[test]

@@ -880,7 +880,7 @@ fn quoted_printable(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bayes::{Action, Bayes};
+    use crate::bayes::{Action, Bayes, Lesson};
     use crate::config::Config;
     use crate::mime::{decode_base64, decode_qp};
     use crate::test_util::{Raw, TempDir};
@@ -929,24 +929,26 @@ mod tests {
         };
         let mut bayes = Bayes::new();
         let mut log = |_, _: &str| {};
-        let raw = |msgs: &[Vec<u8>]| msgs.iter().map(|m| Raw::new(m)).collect::<Vec<_>>();
+        fn lessons(msgs: &[Vec<u8>], spam: bool) -> impl Iterator<Item = Lesson<Raw>> + '_ {
+            msgs.iter().map(move |m| Lesson {
+                msg: Raw::new(m),
+                spam,
+                unlearn: false,
+            })
+        }
         for batch in 0..TRAIN / 100 {
             let range = batch * 100..(batch + 1) * 100;
-            let report = bayes
-                .train(
-                    &config,
-                    raw(&corpus.spam[range.clone()]),
-                    raw(&corpus.ham[range]),
-                    &mut log,
-                )
-                .unwrap();
+            let batch = lessons(&corpus.spam[range.clone()], true)
+                .chain(lessons(&corpus.ham[range], false))
+                .collect();
+            let report = bayes.train(&config, batch, &mut log).unwrap();
             assert_eq!(report.learned, 200);
         }
 
         let mut verdicts = |msgs: &[Vec<u8>]| -> Vec<(f64, bool)> {
             msgs.iter()
                 .map(|m| {
-                    let v = bayes.classify(&config, &Raw::new(m), &mut log);
+                    let v = bayes.classify(&config, &Raw::new(m), &mut log).unwrap();
                     let score = v.headers[0].1.parse().unwrap();
                     (score, v.action != Action::Accept)
                 })

@@ -31,13 +31,19 @@
 //!   into `junk_folder` (if `file_spam`). Without a model, or before it has
 //!   learnt `min_learned` spam and ham, it adds `X-Spam-Score: 0.500` and
 //!   `X-Spam-Bayes: untrained` and accepts. A model that cannot be read is
-//!   logged as an error and the message accepted without headers.
-//!   The envelope is not used: training sees only messages, so tokens from
-//!   it could never be learnt.
-//! - `train` adds the messages' tokens to the model file (each message
-//!   counts once per distinct token), prunes the rarest tokens when there
-//!   are more than `max_tokens`, and writes `<model>.tmp`, then renames it
-//!   over the model. Remove the model file to start over. `<model>.tmp`
+//!   an error (`classify` returns `err`): the host applies the chain entry's
+//!   `on_failure` policy and logs the reason.
+//!   The envelope is not used: the model holds message tokens only.
+//! - `train` takes examples of class `spam` or `ham` (any other class is an
+//!   error naming it, and nothing of the batch is learnt). It adds each
+//!   message's tokens to the model file (each message counts once per
+//!   distinct token), or with `unlearn` takes them back (counts never go
+//!   below zero; a correction is an `unlearn` of the wrong class plus a
+//!   lesson of the right one). There is one global model: an example's
+//!   `principal` and `envelope` are ignored. It prunes the rarest tokens
+//!   when there are more than `max_tokens`, and writes `<model>.tmp`, then
+//!   renames it over the model. Remove the model file to start over.
+//!   `<model>.tmp`
 //!   exists from the start of a training call to its end and keeps other
 //!   trainings out (they fail, saying so); one left behind by an
 //!   interrupted training is taken over after 15 minutes.
@@ -62,10 +68,10 @@ pub mod tokenize;
 
 use std::sync::Mutex;
 
-use bayes::{Bayes, Level};
+use bayes::{Bayes, Lesson, Level};
 use config::Config;
 use exports::poplar::plugin::filter::{self, Action, Envelope, Verdict};
-use exports::poplar::plugin::trainer::{self, TrainingReport};
+use exports::poplar::plugin::trainer::{self, Example, TrainingReport};
 use poplar::plugin::host;
 use poplar::plugin::message::Message;
 use poplar::plugin::types::Header;
@@ -112,35 +118,46 @@ impl filter::Guest for Plugin {
         with_bayes(|b, config| b.validate(config, &mut log))?
     }
 
-    fn classify(_env: Envelope, msg: &Message) -> Verdict {
-        match with_bayes(|b, config| b.classify(config, msg, &mut log)) {
-            Ok(verdict) => Verdict {
-                action: match verdict.action {
-                    bayes::Action::Accept => Action::Accept,
-                    bayes::Action::FileInto(folder) => Action::FileInto(folder),
-                },
-                add_headers: verdict
-                    .headers
-                    .into_iter()
-                    .map(|(name, value)| Header { name, value })
-                    .collect(),
+    fn classify(_env: Envelope, msg: &Message) -> Result<Verdict, String> {
+        let verdict = with_bayes(|b, config| b.classify(config, msg, &mut log))??;
+        Ok(Verdict {
+            action: match verdict.action {
+                bayes::Action::Accept => Action::Accept,
+                bayes::Action::FileInto(folder) => Action::FileInto(folder),
             },
-            // Unreachable after a successful `validate`, unless the
-            // configuration changed underneath: accept, as with no model.
-            Err(why) => {
-                log(Level::Error, &format!("{why}; message accepted unscored"));
-                Verdict {
-                    action: Action::Accept,
-                    add_headers: Vec::new(),
-                }
-            }
-        }
+            add_headers: verdict
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+        })
     }
 }
 
 impl trainer::Guest for Plugin {
-    fn train(spam: Vec<Message>, ham: Vec<Message>) -> Result<TrainingReport, String> {
-        let report = with_bayes(|b, config| b.train(config, spam, ham, &mut log))??;
+    fn train(examples: Vec<Example>) -> Result<TrainingReport, String> {
+        // Every class is checked before anything is learnt, so a batch with
+        // a typo changes nothing.
+        let mut lessons = Vec::with_capacity(examples.len());
+        for (i, example) in examples.into_iter().enumerate() {
+            let spam = match example.class.as_str() {
+                "spam" => true,
+                "ham" => false,
+                other => {
+                    return Err(format!(
+                        "example {}: unknown class {other:?}: this filter learns only \"spam\" and \"ham\"",
+                        i + 1
+                    ));
+                }
+            };
+            // One global model: `principal` and `envelope` are not used.
+            lessons.push(Lesson {
+                msg: example.msg,
+                spam,
+                unlearn: example.unlearn,
+            });
+        }
+        let report = with_bayes(|b, config| b.train(config, lessons, &mut log))??;
         Ok(TrainingReport {
             learned: report.learned,
             summary: report.summary,

@@ -60,6 +60,34 @@ impl Model {
         }
     }
 
+    /// Takes back one message's distinct tokens (a correction of an earlier
+    /// [`Model::learn`]). Counts never go below zero, and a token's counts
+    /// never stay above the message totals (taking back a message that was
+    /// never learnt must not leave a model the file format refuses); a
+    /// token whose counts both reach zero is forgotten.
+    pub fn unlearn(&mut self, tokens: &[String], spam: bool) {
+        let total = if spam { &mut self.spam } else { &mut self.ham };
+        *total = total.saturating_sub(1);
+        let (spam_total, ham_total) = (self.spam, self.ham);
+        for token in tokens {
+            let Some(counts) = self.tokens.get_mut(token) else {
+                continue;
+            };
+            let count = if spam {
+                &mut counts.spam
+            } else {
+                &mut counts.ham
+            };
+            *count = count.saturating_sub(1);
+        }
+        // Only the side that shrank can now exceed its total.
+        self.tokens.retain(|_, c| {
+            c.spam = c.spam.min(spam_total);
+            c.ham = c.ham.min(ham_total);
+            c.spam > 0 || c.ham > 0
+        });
+    }
+
     /// A token's counts (zero for an unknown token).
     pub fn counts(&self, token: &str) -> Counts {
         self.tokens.get(token).copied().unwrap_or_default()

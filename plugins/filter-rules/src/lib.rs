@@ -79,6 +79,9 @@
 //!   block is read in 8 KiB steps up to the empty line (a header block over
 //!   256 KiB counts as no body), then at most `body_limit` octets of body.
 //! - The parsed rules are cached, keyed by the configuration text.
+//! - `classify` answers with an error (so the host applies the chain
+//!   entry's `on_failure` policy) only if the configuration no longer
+//!   parses, which `validate` rules out for the text it checked.
 //!
 //! # Example
 //!
@@ -200,22 +203,15 @@ impl Guest for Plugin {
         Ok(())
     }
 
-    fn classify(env: Envelope, msg: &Message) -> Verdict {
+    fn classify(env: Envelope, msg: &Message) -> Result<Verdict, String> {
         let envelope = eval::Envelope {
             mail_from: &env.mail_from,
             rcpt_to: &env.rcpt_to,
         };
-        let verdict = match with_rules(|rules| rules.classify(envelope, msg)) {
-            Ok(verdict) => verdict,
-            // Unreachable in practice: `validate` passed on the same config.
-            Err(e) => {
-                host::log(Level::Error, &e);
-                return Verdict {
-                    action: Action::TempFail("filter configuration error".into()),
-                    add_headers: Vec::new(),
-                };
-            }
-        };
+        // A configuration error cannot happen once `validate` passed on the
+        // same text; if it does, the chain entry's `on_failure` decides.
+        let verdict = with_rules(|rules| rules.classify(envelope, msg))
+            .map_err(|e| format!("filter configuration error: {e}"))?;
         if !verdict.matched.is_empty() {
             let rules = verdict.matched.join(", ");
             host::log(
@@ -235,10 +231,10 @@ impl Guest for Plugin {
             .into_iter()
             .map(|(name, value)| Header { name, value })
             .collect();
-        Verdict {
+        Ok(Verdict {
             action,
             add_headers,
-        }
+        })
     }
 }
 

@@ -1,41 +1,30 @@
 //! Maildir++ storage on a plain directory tree, with no dependency on the
 //! plugin bindings: everything here works on a `std::path::Path` and is
 //! tested natively. See the crate docs for the behaviour it implements.
+//!
+//! [`Config`] is the mail root and its rules; [`Maildir`] is one mailbox
+//! (an inbox or a folder): listing, reading, and the UPDATE state's
+//! changes. Leases are in [`crate::session`], delivery in
+//! [`crate::deliver`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::dovecot::{self, Rank, UNLISTED};
+use crate::error::{Error, Result, io_err};
+use crate::files::{mtime, names_in, sync_dir};
+use crate::names::{
+    base_name, check_folder, check_key, check_name, is_trashed, s_size, timestamp, w_size,
+    with_trashed,
+};
+use crate::uidl::{self, poplar_uid, unused_uid};
 
 /// Largest range one `read` returns.
 pub const MAX_READ: u32 = 1 << 20;
-/// Chunk size for reading a message being delivered.
-const DELIVER_CHUNK: u32 = 256 * 1024;
 /// Chunk size for scanning a stored file to compute its CRLF size.
 const SCAN_CHUNK: usize = 64 * 1024;
-
-/// How old a file left in `tmp/` must be before delivery removes it.
-pub const TMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
-
-/// Why an operation failed; lib.rs maps these onto `storage-error`.
-#[derive(Debug)]
-pub enum Error {
-    /// A bad name, key or configuration value (retrying will not help).
-    Invalid(String),
-    /// The message does not exist.
-    NotFound(String),
-    /// An I/O failure, probably passing.
-    Io(String),
-}
-
-type Result<T> = std::result::Result<T, Error>;
-
-fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::Io(format!("{what} {}: {e}", path.display()))
-}
 
 /// How UIDLs are made.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +59,7 @@ impl Config {
         let uidl = match mode {
             "poplar" => Uidl::Poplar,
             "dovecot" => {
-                expand_uidl(format, 1, 1, "base", "guid")
+                dovecot::expand_uidl(format, 1, 1, "base", "guid")
                     .map_err(|e| Error::Invalid(format!("uidl_format: {e}")))?;
                 Uidl::Dovecot {
                     format: format.to_string(),
@@ -89,60 +78,80 @@ impl Config {
         })
     }
 
+    /// The directory of `user` (its inbox), after checking the name.
+    pub fn user_dir(&self, user: &str) -> Result<PathBuf> {
+        check_name("user", user)?;
+        Ok(self.root.join(user))
+    }
+
     /// The Maildir of `user` (its inbox, or folder `folder`), after checking
     /// both names.
     pub fn open(&self, user: &str, folder: Option<&str>) -> Result<Maildir> {
-        check_name("user", user)?;
-        let mut dir = self.root.join(user);
+        let mut dir = self.user_dir(user)?;
         if let Some(folder) = folder {
-            check_name("folder", folder)?;
-            if folder.starts_with('.') {
-                return Err(Error::Invalid(format!(
-                    "folder name {folder:?} starts with '.'"
-                )));
-            }
+            check_folder(folder)?;
             dir.push(format!(".{folder}"));
         }
         Ok(Maildir {
             dir,
-            is_folder: folder.is_some(),
+            user: user.to_string(),
+            folder: folder.map(str::to_string),
             uidl: self.uidl.clone(),
             log: self.log,
         })
     }
 
-    /// The whole of `user`'s mail: the inbox and every Maildir++ folder
-    /// (each directory `<root>/<user>/.<name>` whose name [`Config::open`]
-    /// accepts as a folder), counted by [`Maildir::usage`]. A user with no
-    /// directory yet has none.
-    pub fn usage(&self, user: &str) -> Result<Usage> {
-        let inbox = self.open(user, None)?;
-        let mut total = inbox.usage()?;
-        let entries = match fs::read_dir(&inbox.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(total),
-            Err(e) => return Err(io_err("cannot list", &inbox.dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("cannot list", &inbox.dir, e))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue; // no mailbox can name it
-            };
+    /// The folder directories of `user`: each `<root>/<user>/.<name>` whose
+    /// name [`Config::open`] accepts as a folder and that is a directory
+    /// (or a link to one, as `open` would follow it). Sorted by name.
+    fn folder_dirs(&self, user: &str) -> Result<Vec<String>> {
+        let dir = self.user_dir(user)?;
+        let mut folders = Vec::new();
+        for name in names_in(&dir)? {
             let Some(folder) = name.strip_prefix('.') else {
-                continue; // cur/, new/, tmp/, dovecot-uidlist, ...
+                continue; // cur/, new/, tmp/, dovecot-uidlist, poplar-*, ...
             };
-            if folder.starts_with('.') || check_name("folder", folder).is_err() {
+            if check_folder(folder).is_err() {
                 continue;
             }
-            // A directory, or a link to one (as `open` would follow it).
-            let is_dir = match entry.file_type() {
-                Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
-                Ok(t) => t.is_dir(),
-                Err(_) => false,
-            };
-            if is_dir {
-                total.add(self.open(user, Some(folder))?.usage()?);
+            if fs::metadata(dir.join(&name)).is_ok_and(|m| m.is_dir()) {
+                folders.push(folder.to_string());
             }
+        }
+        folders.sort();
+        Ok(folders)
+    }
+
+    /// The folders of `user` (not the inbox), sorted: the folder
+    /// directories that hold a `cur/` or `new/` (a directory made only to
+    /// hold a lease is not a folder).
+    pub fn folders(&self, user: &str) -> Result<Vec<String>> {
+        let dir = self.user_dir(user)?;
+        Ok(self
+            .folder_dirs(user)?
+            .into_iter()
+            .filter(|f| {
+                let folder = dir.join(format!(".{f}"));
+                folder.join("cur").is_dir() || folder.join("new").is_dir()
+            })
+            .collect())
+    }
+
+    /// Every Maildir of `user`: the inbox, then each folder directory.
+    pub fn maildirs(&self, user: &str) -> Result<Vec<Maildir>> {
+        let mut all = vec![self.open(user, None)?];
+        for folder in self.folder_dirs(user)? {
+            all.push(self.open(user, Some(&folder))?);
+        }
+        Ok(all)
+    }
+
+    /// The whole of `user`'s mail: the inbox and every folder directory,
+    /// counted by [`Maildir::usage`]. A user with no directory yet has none.
+    pub fn usage(&self, user: &str) -> Result<Usage> {
+        let mut total = Usage::default();
+        for maildir in self.maildirs(user)? {
+            total.add(maildir.usage()?);
         }
         (self.log)(&format!(
             "usage of {user}: {} messages, {} octets",
@@ -150,18 +159,20 @@ impl Config {
         ));
         Ok(total)
     }
-}
 
-fn check_name(what: &str, name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 255
-        || name.contains(['/', '\0'])
-        || name == "."
-        || name == "..";
-    if bad {
-        return Err(Error::Invalid(format!("invalid {what} name {name:?}")));
+    /// The users with a directory under the root, sorted, after `after`,
+    /// at most `limit`. Names no user can have are skipped.
+    pub fn users(&self, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        let mut users: Vec<String> = names_in(&self.root)?
+            .into_iter()
+            .filter(|name| check_name("user", name).is_ok())
+            .filter(|name| after.is_none_or(|a| name.as_str() > a))
+            .filter(|name| fs::metadata(self.root.join(name)).is_ok_and(|m| m.is_dir()))
+            .collect();
+        users.sort();
+        users.truncate(limit as usize);
+        Ok(users)
     }
-    Ok(())
 }
 
 /// One message of a listing.
@@ -171,6 +182,9 @@ pub struct Entry {
     pub size: u64,
     pub stored_size: u64,
     pub uid: String,
+    /// When it was stored (the time that starts its name, else the file's
+    /// modification time), in Unix seconds.
+    pub received: i64,
 }
 
 /// How much mail a user (or one Maildir) holds.
@@ -182,23 +196,46 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn add(&mut self, other: Usage) {
+    pub fn add(&mut self, other: Usage) {
         self.messages = self.messages.saturating_add(other.messages);
         self.octets = self.octets.saturating_add(other.octets);
     }
 }
 
-/// What `commit` did.
+/// What the UPDATE state does with the messages marked deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleAction {
+    /// Remove them.
+    Expunge,
+    /// Add the `T` flag (and move them to `cur/`): hidden from listings.
+    Flag,
+    /// Move them into this folder of the same user.
+    MoveTo(String),
+}
+
+/// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CommitReport {
     pub deleted: u32,
     pub missing: u32,
 }
 
+/// A message file found by a scan.
+#[derive(Debug, Clone)]
+struct Found {
+    /// `new/<name>` or `cur/<name>`.
+    key: String,
+    /// Octets as stored.
+    stored: u64,
+    /// Flagged deleted (`T`).
+    trashed: bool,
+}
+
 /// One Maildir: a user's inbox or one of their folders.
 pub struct Maildir {
     dir: PathBuf,
-    is_folder: bool,
+    user: String,
+    folder: Option<String>,
     uidl: Uidl,
     log: fn(&str),
 }
@@ -208,11 +245,34 @@ impl Maildir {
         (self.log)(msg)
     }
 
-    /// The messages of `new/` and `cur/`: base name -> (key, stored
-    /// size). `new/` is read before `cur/` and `cur/` wins, so a message
-    /// moved between the two scans shows up once, under its current name.
-    /// A missing Maildir is empty.
-    fn scan(&self) -> Result<HashMap<String, (String, u64)>> {
+    /// The Maildir's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The user it belongs to.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Its folder, `None` for the inbox.
+    pub fn folder(&self) -> Option<&str> {
+        self.folder.as_deref()
+    }
+
+    /// "user" or "user/folder", for messages.
+    pub fn name(&self) -> String {
+        match &self.folder {
+            Some(folder) => format!("{}/{folder}", self.user),
+            None => self.user.clone(),
+        }
+    }
+
+    /// The messages of `new/` and `cur/`: base name -> file. `new/` is read
+    /// before `cur/` and `cur/` wins, so a message moved between the two
+    /// scans shows up once, under its current name. A missing Maildir is
+    /// empty.
+    fn scan(&self) -> Result<HashMap<String, Found>> {
         let mut found = HashMap::new();
         for sub in ["new", "cur"] {
             let path = self.dir.join(sub);
@@ -236,49 +296,78 @@ impl Maildir {
                 let Some(stored) = stored_size(&entry, &name) else {
                     continue;
                 };
-                found.insert(
-                    base_name(&name).to_string(),
-                    (format!("{sub}/{name}"), stored),
-                );
+                let file = Found {
+                    key: format!("{sub}/{name}"),
+                    stored,
+                    trashed: is_trashed(&name),
+                };
+                found.insert(base_name(&name).to_string(), file);
             }
         }
         Ok(found)
     }
 
-    /// Lists `new/` and `cur/`, oldest first. A missing Maildir is empty.
-    pub fn list(&self) -> Result<Vec<Entry>> {
-        let found = self.scan()?;
+    /// The base names of every message file (flagged deleted ones too).
+    pub fn base_names(&self) -> Result<HashSet<String>> {
+        Ok(self.scan()?.into_keys().collect())
+    }
 
+    /// Lists `new/` and `cur/`, oldest first, leaving out messages flagged
+    /// deleted. A missing Maildir is empty.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        self.list_with(false)
+    }
+
+    /// As [`Maildir::list`], with the messages flagged deleted too if
+    /// `trashed`.
+    pub fn list_with(&self, trashed: bool) -> Result<Vec<Entry>> {
+        let found = self.scan()?;
+        let kept = uidl::read_kept(&self.dir)?;
         let uidlist = match &self.uidl {
             Uidl::Poplar => None,
-            Uidl::Dovecot { .. } => self.read_uidlist()?,
+            Uidl::Dovecot { format } => {
+                dovecot::read_uidlist(&self.dir, self.log)?.map(|list| (list, format))
+            }
         };
 
         let mut sorted = Vec::with_capacity(found.len());
-        for (base, (key, stored_size)) in found {
+        for (base, file) in found {
+            if file.trashed && !trashed {
+                continue;
+            }
+            let path = self.dir.join(&file.key);
             let size = match w_size(&base) {
                 Some(size) => size,
-                None => match crlf_size_of_file(&self.dir.join(&key)) {
+                None => match crlf_size_of_file(&path) {
                     Ok(size) => size,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err("cannot read", &self.dir.join(&key), e)),
+                    Err(e) => return Err(io_err("cannot read", &path, e)),
                 },
             };
-            let record = uidlist.as_ref().and_then(|list| list.records.get(&base));
-            let (uid, rank) = match (record, &self.uidl, &uidlist) {
-                (Some(rec), Uidl::Dovecot { format }, Some(list)) => {
-                    (self.dovecot_uid(rec, list, format, &base), rec.rank())
-                }
-                _ => (poplar_uid(&base), (2, 0, 0)),
+            let dovecot = uidlist
+                .as_ref()
+                .and_then(|(list, format)| list.uid_of(&base, format, self.log));
+            let (uid, rank): (String, Rank) = match (kept.get(&base), dovecot) {
+                (Some(uid), dovecot) => (uid.clone(), dovecot.map_or(UNLISTED, |(_, r)| r)),
+                (None, Some((uid, rank))) => (uid, rank),
+                (None, None) => (poplar_uid(&base), UNLISTED),
             };
-            let order = (rank, timestamp(&base), base);
+            let received = match timestamp(&base) {
+                Some(t) => t,
+                None => fs::metadata(&path)
+                    .ok()
+                    .and_then(|m| mtime(&m))
+                    .unwrap_or(0),
+            };
+            let order = (rank, timestamp(&base).unwrap_or(i64::MAX), base);
             sorted.push((
                 order,
                 Entry {
-                    key,
+                    key: file.key,
                     size,
-                    stored_size,
+                    stored_size: file.stored,
                     uid,
+                    received,
                 },
             ));
         }
@@ -286,8 +375,8 @@ impl Maildir {
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
 
         // UIDLs must be unique (the host refuses a listing that repeats
-        // one). Only a dovecot-uidlist can make two equal (a `P` field equal
-        // to another message's UIDL); the first in the listing keeps it.
+        // one). Only a dovecot-uidlist or a kept UIDL can make two equal;
+        // the first in the listing keeps it.
         let mut seen = HashSet::with_capacity(sorted.len());
         let mut out = Vec::with_capacity(sorted.len());
         for ((_, _, base), mut entry) in sorted {
@@ -307,63 +396,23 @@ impl Maildir {
 
     /// Counts the messages of `new/` and `cur/` and their stored sizes by
     /// the rules of [`Maildir::list`] (the same files, a message in both
-    /// directories once), without reading any message. A missing Maildir
-    /// has none.
+    /// directories once), messages flagged deleted included (they take
+    /// space), without reading any message. A missing Maildir has none.
     pub fn usage(&self) -> Result<Usage> {
         let found = self.scan()?;
         Ok(Usage {
             messages: found.len() as u64,
-            octets: found.values().fold(0, |sum, &(_, n)| sum.saturating_add(n)),
+            octets: found
+                .values()
+                .fold(0, |sum, f| sum.saturating_add(f.stored)),
         })
-    }
-
-    fn read_uidlist(&self) -> Result<Option<UidList>> {
-        let path = self.dir.join("dovecot-uidlist");
-        let text = match fs::read(&path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("cannot read", &path, e)),
-        };
-        let list = parse_uidlist(&text);
-        match &list {
-            None => self.log(&format!("{}: unknown format, ignored", path.display())),
-            Some(UidList {
-                skipped,
-                first_skipped: Some((line, why)),
-                ..
-            }) => self.log(&format!(
-                "{}: skipped {skipped} malformed line(s); first: line {line}: {why}",
-                path.display()
-            )),
-            Some(_) => {}
-        }
-        Ok(list)
-    }
-
-    fn dovecot_uid(&self, rec: &UidRecord, list: &UidList, format: &str, base: &str) -> String {
-        let uidl = match rec.pop3_uidl.as_deref() {
-            Some("") => base.to_string(), // Dovecot: an empty P means "the base name"
-            Some(p) => p.to_string(),
-            None => {
-                let guid = rec.guid.as_deref().unwrap_or(base);
-                expand_uidl(format, rec.uid, list.validity, base, guid).unwrap_or_default()
-            }
-        };
-        if valid_uidl(&uidl) {
-            uidl
-        } else {
-            self.log(&format!(
-                "UIDL {uidl:?} from dovecot-uidlist is not valid, using own"
-            ));
-            poplar_uid(base)
-        }
     }
 
     /// Finds the file for `key`: the named file, or (if another client moved
     /// it or changed its flags) a file with the same base name in `cur/` or
     /// `new/`. `None` if the message is gone.
-    fn resolve(&self, key: &str) -> Result<Option<PathBuf>> {
-        let name = check_key(key)?;
+    pub fn resolve(&self, key: &str) -> Result<Option<PathBuf>> {
+        let (_, name) = check_key(key)?;
         let path = self.dir.join(key);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => return Ok(Some(path)),
@@ -373,20 +422,10 @@ impl Maildir {
         }
         let base = base_name(name);
         for sub in ["cur", "new"] {
-            let dir = self.dir.join(sub);
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("cannot list", &dir, e)),
-            };
-            for entry in entries.flatten() {
-                let file_name = entry.file_name();
-                let Some(other) = file_name.to_str() else {
-                    continue;
-                };
-                if !other.starts_with('.') && base_name(other) == base {
+            for other in names_in(&self.dir.join(sub))? {
+                if !other.starts_with('.') && base_name(&other) == base {
                     self.log(&format!("{key} was moved to {sub}/{other}"));
-                    return Ok(Some(dir.join(other)));
+                    return Ok(Some(self.dir.join(sub).join(other)));
                 }
             }
         }
@@ -396,7 +435,7 @@ impl Maildir {
     /// Reads up to `len` (at most [`MAX_READ`]) stored octets of `key` from
     /// `offset`; an empty result means end of message.
     pub fn read(&self, key: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let gone = || Error::NotFound(format!("message {key} not found"));
+        let gone = || Error::NotFound(format!("message {key} not found in {}", self.name()));
         let path = self.resolve(key)?.ok_or_else(gone)?;
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -411,60 +450,14 @@ impl Maildir {
         Ok(buf)
     }
 
-    /// Deletes the messages of `keys`. All keys are checked and resolved
-    /// before anything is removed.
-    pub fn commit(&self, keys: &[String]) -> Result<CommitReport> {
-        for key in keys {
-            check_key(key)?;
-        }
-        let mut report = CommitReport::default();
-        let mut paths = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.resolve(key)? {
-                Some(path) => paths.push(path),
-                None => report.missing += 1,
-            }
-        }
-        let mut failure = None;
-        for path in &paths {
-            match fs::remove_file(path) {
-                Ok(()) => report.deleted += 1,
-                Err(e) if e.kind() == ErrorKind::NotFound => report.missing += 1,
-                Err(e) => failure = Some(format!("cannot delete {}: {e}", path.display())),
-            }
-        }
-        if report.deleted > 0 {
-            for sub in ["cur", "new"] {
-                if let Err(e) = sync_dir(&self.dir.join(sub)) {
-                    self.log(&format!("fsync of {sub}/ failed: {e}"));
-                }
-            }
-        }
-        self.log(&format!(
-            "commit in {}: {} deleted, {} already gone",
-            self.dir.display(),
-            report.deleted,
-            report.missing
-        ));
-        match failure {
-            Some(msg) => Err(Error::Io(format!(
-                "{msg} ({} of {} messages deleted)",
-                report.deleted,
-                keys.len()
-            ))),
-            None => Ok(report),
-        }
-    }
-
-    /// Stores a new message, pulling it in chunks from `read_chunk(offset,
-    /// len)` (an empty chunk ends it): written to `tmp/`, synced, then
-    /// renamed into `new/`. Returns the new key.
-    pub fn deliver(&self, read_chunk: impl FnMut(u64, u32) -> Vec<u8>) -> Result<String> {
+    /// Creates `tmp/`, `new/` and `cur/` (and a folder's `maildirfolder`
+    /// marker) if missing.
+    pub fn create(&self) -> Result<()> {
         for sub in ["tmp", "new", "cur"] {
             let path = self.dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| io_err("cannot create", &path, e))?;
         }
-        if self.is_folder {
+        if self.folder.is_some() {
             let marker = self.dir.join("maildirfolder");
             OpenOptions::new()
                 .create(true)
@@ -472,90 +465,148 @@ impl Maildir {
                 .open(&marker)
                 .map_err(|e| io_err("cannot create", &marker, e))?;
         }
-
-        self.sweep_tmp();
-        let (name, file) = self.create_tmp()?;
-        let tmp = self.dir.join("tmp").join(&name);
-        let result = self.write_and_publish(&name, file, read_chunk);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        Ok(())
     }
 
-    /// Removes files that a crashed delivery left in `tmp/` more than
-    /// [`TMP_MAX_AGE`] ago (as qmail and Dovecot do); they were never
-    /// visible as messages. Failures are ignored: this is housekeeping.
-    fn sweep_tmp(&self) {
-        let Ok(entries) = fs::read_dir(self.dir.join("tmp")) else {
-            return;
-        };
-        let now = std::time::SystemTime::now();
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .ok()
-                .filter(|m| m.is_file())
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > TMP_MAX_AGE);
-            if old {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-
-    fn create_tmp(&self) -> Result<(String, File)> {
-        let mut attempts = 0;
-        loop {
-            let name = unique_name();
-            let path = self.dir.join("tmp").join(&name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((name, file)),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists && attempts < 10 => attempts += 1,
-                Err(e) => return Err(io_err("cannot create", &path, e)),
-            }
-        }
-    }
-
-    fn write_and_publish(
+    /// The UPDATE state: applies `action` to the messages of `delete`.
+    /// Every key (of `delete` and `retrieved`) and the action are checked,
+    /// then `fence` (the lease check) runs, and only then does anything
+    /// change. Messages already gone count as missing. The first retrieval
+    /// of each message of `retrieved` that stays in this mailbox is
+    /// recorded at `now`. `target` is the Maildir of a `move-to` folder.
+    pub fn commit(
         &self,
-        name: &str,
-        mut file: File,
-        mut read_chunk: impl FnMut(u64, u32) -> Vec<u8>,
-    ) -> Result<String> {
-        let tmp = self.dir.join("tmp").join(name);
-        let mut size = CrlfSize::default();
-        let mut stored = 0u64;
-        loop {
-            let chunk = read_chunk(stored, DELIVER_CHUNK);
-            if chunk.is_empty() {
-                break;
+        delete: &[String],
+        action: &DeleAction,
+        target: Option<&Maildir>,
+        retrieved: &[String],
+        now: i64,
+        fence: impl FnOnce() -> Result<()>,
+    ) -> Result<CommitReport> {
+        for key in delete.iter().chain(retrieved) {
+            check_key(key)?;
+        }
+        if let DeleAction::MoveTo(folder) = action {
+            if self.folder.as_deref() == Some(folder.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "cannot move messages of {} into the folder they are in",
+                    self.name()
+                )));
             }
-            size.update(&chunk);
-            file.write_all(&chunk)
-                .map_err(|e| io_err("cannot write", &tmp, e))?;
-            stored += chunk.len() as u64;
+            if target.is_none_or(|t| t.dir == self.dir) {
+                return Err(Error::Invalid(format!(
+                    "no Maildir for the move-to folder {folder:?}"
+                )));
+            }
         }
-        file.sync_all()
-            .map_err(|e| io_err("cannot fsync", &tmp, e))?;
-        drop(file);
+        fence()?;
 
-        let final_name = format!("{name},S={stored},W={}", size.finish());
-        let dest = self.dir.join("new").join(&final_name);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Err(Error::Io(format!("{} already exists", dest.display())));
+        let mut report = CommitReport::default();
+        let mut paths = Vec::with_capacity(delete.len());
+        for key in delete {
+            match self.resolve(key)? {
+                Some(path) => paths.push(path),
+                None => report.missing += 1,
+            }
         }
-        fs::rename(&tmp, &dest).map_err(|e| io_err("cannot rename into", &dest, e))?;
-        if let Err(e) = sync_dir(&self.dir.join("new")) {
-            let _ = fs::remove_file(&dest);
-            return Err(io_err("cannot fsync", &self.dir.join("new"), e));
+        if let (DeleAction::MoveTo(_), Some(target)) = (action, target)
+            && !paths.is_empty()
+        {
+            target.create()?;
+        }
+        let mut failure = None;
+        let mut gone = HashSet::new();
+        let mut moved_kept = Vec::new();
+        let kept = match action {
+            DeleAction::MoveTo(_) => uidl::read_kept(&self.dir)?,
+            _ => HashMap::new(),
+        };
+        for path in &paths {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let base = base_name(&name).to_string();
+            let (dest, removes) = match (action, target) {
+                (DeleAction::Expunge, _) => (None, true),
+                (DeleAction::Flag, _) => {
+                    (Some(self.dir.join("cur").join(with_trashed(&name))), false)
+                }
+                (DeleAction::MoveTo(_), Some(target)) => {
+                    // Keep new/ or cur/, and the name (so its UIDL).
+                    let sub = path
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("cur");
+                    (Some(target.dir.join(sub).join(&name)), true)
+                }
+                (DeleAction::MoveTo(_), None) => unreachable!("checked above"),
+            };
+            let done = match &dest {
+                None => fs::remove_file(path),
+                Some(dest) => fs::rename(path, dest),
+            };
+            match done {
+                Ok(()) => {
+                    report.deleted += 1;
+                    if removes {
+                        if let Some(uid) = kept.get(&base) {
+                            moved_kept.push((uid.clone(), base.clone()));
+                        }
+                        gone.insert(base);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => report.missing += 1,
+                Err(e) => {
+                    let verb = if dest.is_some() { "move" } else { "delete" };
+                    failure = Some(format!("cannot {verb} {}: {e}", path.display()));
+                }
+            }
+        }
+        if report.deleted > 0 {
+            let mut dirs = vec![self.dir.join("cur"), self.dir.join("new")];
+            if let Some(target) = target {
+                dirs.extend([target.dir.join("cur"), target.dir.join("new")]);
+            }
+            for dir in dirs {
+                if let Err(e) = sync_dir(&dir) {
+                    self.log(&format!("fsync of {} failed: {e}", dir.display()));
+                }
+            }
+        }
+        if let Some(target) = target
+            && !moved_kept.is_empty()
+        {
+            // The moved messages keep their kept UIDLs in the new folder.
+            uidl::add_kept(&target.dir, &moved_kept)?;
+        }
+        let retrieved: Vec<String> = retrieved
+            .iter()
+            .filter_map(|key| check_key(key).ok())
+            .map(|(_, name)| base_name(name).to_string())
+            .filter(|base| !gone.contains(base))
+            .collect();
+        if let Err(e) = crate::retrieved::update_retrieved(&self.dir, &retrieved, &gone, None, now)
+        {
+            // Losing retrieval times only postpones an expiry.
+            self.log(&format!("cannot record retrievals: {}", e.message()));
         }
         self.log(&format!(
-            "delivered new/{final_name} to {}",
-            self.dir.display()
+            "commit in {} ({action:?}): {} deleted, {} already gone",
+            self.name(),
+            report.deleted,
+            report.missing
         ));
-        Ok(format!("new/{final_name}"))
+        match failure {
+            Some(msg) => Err(Error::Io(format!(
+                "{msg} ({} of {} messages done)",
+                report.deleted,
+                delete.len()
+            ))),
+            None => Ok(report),
+        }
     }
 }
 
@@ -573,132 +624,6 @@ fn stored_size(entry: &fs::DirEntry, name: &str) -> Option<u64> {
             _ => None,
         },
     }
-}
-
-/// Checks a key (`new/<name>` or `cur/<name>`) and returns its file name.
-fn check_key(key: &str) -> Result<&str> {
-    let name = key
-        .strip_prefix("new/")
-        .or_else(|| key.strip_prefix("cur/"));
-    match name {
-        Some(name)
-            if !name.is_empty()
-                && name.len() <= 255
-                && !name.starts_with('.')
-                && !name.contains(['/', '\0']) =>
-        {
-            Ok(name)
-        }
-        _ => Err(Error::Invalid(format!("invalid message key {key:?}"))),
-    }
-}
-
-/// Fsyncs a directory so that a rename or unlink in it is durable. Platforms
-/// that cannot open or sync a directory are not an error.
-fn sync_dir(path: &Path) -> io::Result<()> {
-    let Ok(dir) = File::open(path) else {
-        return Ok(());
-    };
-    match dir.sync_all() {
-        Err(e)
-            if !matches!(
-                e.kind(),
-                ErrorKind::Unsupported
-                    | ErrorKind::InvalidInput
-                    | ErrorKind::PermissionDenied
-                    | ErrorKind::IsADirectory
-            ) =>
-        {
-            Err(e)
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A name for a new message, unique across instances and hosts sharing the
-/// Maildir: `<secs>.M<micros>P<random>Q<counter>.poplar`.
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // RandomState is seeded from the system's randomness (WASI's in wasm).
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(now.as_nanos());
-    hasher.write_u64(counter);
-    let random = hasher.finish();
-    format!(
-        "{}.M{}P{random:016x}Q{counter}.poplar",
-        now.as_secs(),
-        now.subsec_micros()
-    )
-}
-
-/// The Maildir base name: the file name without its `:2,FLAGS` suffix.
-pub fn base_name(name: &str) -> &str {
-    name.split_once(':').map_or(name, |(base, _)| base)
-}
-
-/// The delivery time at the start of a Maildir name; names without one sort
-/// last.
-fn timestamp(base: &str) -> u64 {
-    let head = base.split('.').next().unwrap_or("");
-    if !head.is_empty() && head.bytes().all(|b| b.is_ascii_digit()) {
-        head.parse().unwrap_or(u64::MAX)
-    } else {
-        u64::MAX
-    }
-}
-
-/// The `,S=<n>` field of a base name: the size as stored.
-fn s_size(base: &str) -> Option<u64> {
-    base.split(',')
-        .skip(1)
-        .find_map(|field| field.strip_prefix("S=")?.parse().ok())
-}
-
-/// The `,W=<n>` field of a base name: the size with CRLF line endings.
-fn w_size(base: &str) -> Option<u64> {
-    base.split(',')
-        .skip(1)
-        .find_map(|field| field.strip_prefix("W=")?.parse().ok())
-}
-
-/// Whether `s` may be used as a POP3 unique-id (RFC 1939: 1 to 70
-/// characters in 0x21..0x7E).
-pub fn valid_uidl(s: &str) -> bool {
-    (1..=70).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
-}
-
-/// The UIDL of a message in "poplar" mode: its base name if that is a valid
-/// UIDL, else `h` followed by the 64-bit FNV-1a hash of the base name in 16
-/// hex digits.
-pub fn poplar_uid(base: &str) -> String {
-    if valid_uidl(base) {
-        base.to_string()
-    } else {
-        format!("h{:016x}", fnv1a64(base.as_bytes()))
-    }
-}
-
-/// A UIDL for the message with base name `base` that is not in `used`:
-/// its poplar UIDL, else `h` and a hash of the base name and a counter.
-fn unused_uid(base: &str, used: &HashSet<String>) -> String {
-    let own = poplar_uid(base);
-    if !used.contains(&own) {
-        return own;
-    }
-    (1u64..)
-        .map(|n| format!("h{:016x}", fnv1a64(format!("{base}#{n}").as_bytes())))
-        .find(|uid| !used.contains(uid))
-        .unwrap_or(own) // unreachable: `used` is finite
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Counts the size of a message as POP3 reports it: every bare LF becomes
@@ -729,7 +654,8 @@ impl CrlfSize {
     }
 }
 
-fn crlf_size_of_file(path: &Path) -> io::Result<u64> {
+/// The CRLF size ([`CrlfSize`]) of a stored file, read in chunks.
+pub fn crlf_size_of_file(path: &Path) -> std::io::Result<u64> {
     let mut file = File::open(path)?;
     let mut buf = vec![0; SCAN_CHUNK];
     let mut size = CrlfSize::default();
@@ -743,184 +669,10 @@ fn crlf_size_of_file(path: &Path) -> io::Result<u64> {
     }
 }
 
-/// The parts of a `dovecot-uidlist` this plugin uses.
-#[derive(Debug, Default)]
-struct UidList {
-    validity: u64,
-    /// Keyed by base name.
-    records: HashMap<String, UidRecord>,
-    /// Lines that could not be parsed and were skipped.
-    skipped: usize,
-    /// The first of them: its line number (1-based) and what is wrong.
-    first_skipped: Option<(usize, &'static str)>,
-}
-
-impl UidList {
-    fn skip(&mut self, line: usize, why: &'static str) {
-        self.skipped += 1;
-        self.first_skipped.get_or_insert((line, why));
-    }
-}
-
-#[derive(Debug, Default, PartialEq)]
-struct UidRecord {
-    uid: u64,
-    pop3_uidl: Option<String>,
-    pop3_order: Option<u64>,
-    guid: Option<String>,
-}
-
-impl UidRecord {
-    /// Dovecot's POP3 order: messages with an `O` number first, by that
-    /// number, then the others by UID (`O0` counts as no number, as in
-    /// Dovecot's sort).
-    fn rank(&self) -> (u8, u64, u64) {
-        match self.pop3_order {
-            Some(order) => (0, order, self.uid),
-            None => (1, self.uid, 0),
-        }
-    }
-}
-
-/// Parses `dovecot-uidlist`: version 3 (`3 V<validity> N<next> ...`, lines
-/// `<uid> [<key><value> ...] :<filename>`), or versions 1 and 2
-/// (`1 <validity> <next>`, lines `<uid> [<flags>] <filename>`). `None` if
-/// the header is not recognised. Bad lines are skipped and counted in
-/// `skipped`; nothing in the text makes this panic.
-fn parse_uidlist(text: &str) -> Option<UidList> {
-    let mut lines = text.lines();
-    let mut header = lines.next()?.split_ascii_whitespace();
-    let version = header.next()?;
-    let mut list = UidList::default();
-    match version {
-        "3" => {
-            list.validity = header.find_map(|f| f.strip_prefix('V')?.parse().ok())?;
-        }
-        "1" | "2" => list.validity = header.next()?.parse().ok()?,
-        _ => return None,
-    }
-    for (index, line) in lines.enumerate() {
-        let number = index + 2;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((uid, rest)) = line.split_once(' ') else {
-            list.skip(number, "no file name");
-            continue;
-        };
-        let uid = match uid.parse::<u64>() {
-            Ok(uid) if uid > 0 && uid <= u64::from(u32::MAX) => uid,
-            _ => {
-                list.skip(number, "the UID is not a number from 1 to 2^32-1");
-                continue;
-            }
-        };
-        let mut rec = UidRecord {
-            uid,
-            ..UidRecord::default()
-        };
-        let filename = if version == "3" {
-            let (fields, filename) = match rest.strip_prefix(':') {
-                Some(filename) => ("", filename),
-                None => match rest.split_once(" :") {
-                    Some(parts) => parts,
-                    None => {
-                        list.skip(number, "no ':' before the file name");
-                        continue;
-                    }
-                },
-            };
-            for field in fields.split_ascii_whitespace() {
-                let mut chars = field.chars();
-                let key = chars.next();
-                let value = chars.as_str();
-                match key {
-                    Some('P') => rec.pop3_uidl = Some(value.to_string()),
-                    Some('O') => rec.pop3_order = value.parse().ok().filter(|&o| o > 0),
-                    Some('G') => rec.guid = Some(value.to_string()).filter(|g| !g.is_empty()),
-                    _ => {} // W, S and future extensions
-                }
-            }
-            filename
-        } else {
-            rest.split_ascii_whitespace().last().unwrap_or("")
-        };
-        let base = base_name(filename);
-        if base.is_empty() {
-            list.skip(number, "empty file name");
-            continue;
-        }
-        if list.records.contains_key(base) {
-            list.skip(number, "the file is listed twice");
-            continue;
-        }
-        list.records.insert(base.to_string(), rec);
-    }
-    Some(list)
-}
-
-/// Expands a Dovecot `pop3_uidl_format` (its 2.x syntax):
-/// `%u` UID, `%v` UIDVALIDITY, `%f` base file name, `%g` GUID, `%%`. A
-/// conversion may carry a width (`%08u` pads with zeros, `%8u` cuts to 8
-/// characters, as Dovecot does) and `X` or `x` to print a number in
-/// hexadecimal. Dovecot prints `%X` in lower case, and so does this.
-pub fn expand_uidl(
-    format: &str,
-    uid: u64,
-    validity: u64,
-    base: &str,
-    guid: &str,
-) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut rest = format;
-    while let Some(pos) = rest.find('%') {
-        out.push_str(&rest[..pos]);
-        let spec = &rest[pos + 1..];
-        let digits = spec.bytes().take_while(u8::is_ascii_digit).count();
-        let width: usize = spec[..digits].parse().unwrap_or(0);
-        if width > 70 {
-            return Err(format!("width {width} is over 70"));
-        }
-        let hex = matches!(spec.as_bytes().get(digits), Some(b'X' | b'x'));
-        let at = digits + usize::from(hex);
-        let value = match spec[at..].chars().next() {
-            Some('%') => "%".to_string(),
-            Some('u') => uid.to_string(),
-            Some('v') => validity.to_string(),
-            Some('f') => base.to_string(),
-            Some('g') => guid.to_string(),
-            Some(other) => return Err(format!("unsupported variable %{other}")),
-            None => return Err("format ends inside a %-conversion".to_string()),
-        };
-        rest = &spec[at + 1..];
-
-        let value = if hex {
-            // Like Dovecot, a value that is not a number counts as 0.
-            format!("{:x}", value.parse::<u64>().unwrap_or(0))
-        } else {
-            value
-        };
-        if width == 0 {
-            out.push_str(&value);
-        } else if spec.starts_with('0') {
-            // "%08u": pad with zeros, never cut.
-            out.extend(std::iter::repeat_n(
-                '0',
-                width.saturating_sub(value.chars().count()),
-            ));
-            out.push_str(&value);
-        } else {
-            // "%8u": Dovecot keeps at most 8 characters.
-            out.extend(value.chars().take(width));
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uidl::valid_uidl;
 
     fn config(root: &Path) -> Config {
         Config {
@@ -948,6 +700,11 @@ mod tests {
 
     fn keys(entries: &[Entry]) -> Vec<&str> {
         entries.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    /// Expunges `keys` with no lease in the way.
+    fn commit(md: &Maildir, keys: &[String]) -> Result<CommitReport> {
+        md.commit(keys, &DeleAction::Expunge, None, &[], 0, || Ok(()))
     }
 
     fn size_of(chunks: &[&[u8]]) -> u64 {
@@ -1087,151 +844,6 @@ mod tests {
     }
 
     #[test]
-    fn weird_names_are_hashed() {
-        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
-        let long = "1".repeat(71);
-        let uid = poplar_uid(&long);
-        assert_eq!(uid, format!("h{:016x}", fnv1a64(long.as_bytes())));
-        assert_eq!(uid.len(), 17);
-        assert!(valid_uidl(&uid));
-        assert_eq!(poplar_uid(&long), uid); // stable
-        assert!(poplar_uid("caf\u{e9}").starts_with('h'));
-        assert!(poplar_uid("a b").starts_with('h'));
-        assert_eq!(poplar_uid(&"1".repeat(70)), "1".repeat(70));
-    }
-
-    #[test]
-    fn uidl_format_expansion() {
-        let e = |f: &str| expand_uidl(f, 0xabc, 1234, "1700.M1.h", "g1").unwrap();
-        assert_eq!(e("%08Xu%08Xv"), "00000abc000004d2");
-        assert_eq!(e("%08xu"), "00000abc");
-        assert_eq!(e("%Xu"), "abc");
-        assert_eq!(e("%u.%v"), "2748.1234");
-        assert_eq!(e("%f/%g/%%"), "1700.M1.h/g1/%");
-        assert_eq!(e("%4f"), "1700");
-        assert_eq!(e("%06u"), "002748");
-        assert_eq!(e("%02u"), "2748"); // zero padding never cuts
-        assert!(expand_uidl("%m", 1, 1, "", "").is_err());
-        assert!(expand_uidl("abc%", 1, 1, "", "").is_err());
-        assert!(expand_uidl("%08X", 1, 1, "", "").is_err());
-        assert!(expand_uidl("%99u", 1, 1, "", "").is_err());
-        assert_eq!(
-            expand_uidl("\u{e9}%u\u{e9}", 1, 1, "", "").unwrap(),
-            "\u{e9}1\u{e9}"
-        );
-    }
-
-    #[test]
-    fn uidlist_v3() {
-        let text = "3 V1234 N5 G0123abcd\n\
-                    1 :1700000000.M1P1.h,S=2\n\
-                    2 W10 Plegacy-uidl :1700000001.M1P1.h\n\
-                    3 GXYZ S7 :1700000002.M1P1.h:2,S\n\
-                    4 P :1700000003.M1P1.h\n\
-                    5 O1 :1700000004.M1P1.h\n\
-                    junk\n";
-        let list = parse_uidlist(text).unwrap();
-        assert_eq!(list.validity, 1234);
-        assert_eq!(list.records.len(), 5);
-        assert_eq!(list.records["1700000000.M1P1.h,S=2"].uid, 1);
-        let rec = &list.records["1700000001.M1P1.h"];
-        assert_eq!(rec.pop3_uidl.as_deref(), Some("legacy-uidl"));
-        assert_eq!(
-            list.records["1700000002.M1P1.h"].guid.as_deref(),
-            Some("XYZ")
-        );
-        assert_eq!(
-            list.records["1700000003.M1P1.h"].pop3_uidl.as_deref(),
-            Some("")
-        );
-        assert_eq!(list.records["1700000004.M1P1.h"].pop3_order, Some(1));
-        assert_eq!(
-            (list.skipped, list.first_skipped),
-            (1, Some((7, "no file name")))
-        );
-        assert!(parse_uidlist("9 V1\n").is_none());
-        assert!(parse_uidlist("3 N5 G00\n").is_none()); // no UIDVALIDITY
-        assert!(parse_uidlist("").is_none());
-    }
-
-    #[test]
-    fn uidlist_malformed_lines_are_skipped() {
-        let text = "3 V7 N9\n\
-                    1 :1.a\n\
-                    \n\
-                    x :2.a\n\
-                    0 :3.a\n\
-                    99999999999 :4.a\n\
-                    5 W10 5.a\n\
-                    6 \u{e9}t\u{e9} \u{e9} P\u{e9} :6.a\n\
-                    7 :\n\
-                    8 :1.a:2,S\n\
-                    9 O0 Ox O :9.a\n\
-                    10 :10.a:2,S\r\n";
-        let list = parse_uidlist(text).unwrap();
-        assert_eq!(list.skipped, 6);
-        assert_eq!(
-            list.first_skipped,
-            Some((4, "the UID is not a number from 1 to 2^32-1"))
-        );
-        let mut names: Vec<&str> = list.records.keys().map(String::as_str).collect();
-        names.sort();
-        assert_eq!(names, ["1.a", "10.a", "6.a", "9.a"]);
-        assert_eq!(list.records["1.a"].uid, 1); // the first of the two
-        assert_eq!(list.records["6.a"].pop3_uidl.as_deref(), Some("\u{e9}"));
-        assert_eq!(list.records["9.a"].pop3_order, None);
-        assert_eq!(list.records["9.a"].rank(), (1, 9, 0));
-    }
-
-    #[test]
-    fn uidlist_parser_never_panics() {
-        // Random lines over an alphabet of the format's own pieces, with
-        // multi-byte characters where a field key would be.
-        let pieces = [
-            "3",
-            " ",
-            "V",
-            "N",
-            "G",
-            ":",
-            "P",
-            "O",
-            "W",
-            "S",
-            "1",
-            "0",
-            "\n",
-            "\u{e9}",
-            "\u{1F600}",
-            ":2,",
-            "99999999999999999999999",
-            "\r",
-            "\0",
-            "x",
-        ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..3000 {
-            let mut text = String::from(if next().is_multiple_of(3) {
-                "1 5 6\n"
-            } else {
-                "3 V5 N6\n"
-            });
-            for _ in 0..next() % 40 {
-                text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
-            }
-            let _ = parse_uidlist(&text);
-            let _ = parse_uidlist(&text[text.find('\n').map_or(0, |i| i + 1)..]);
-        }
-    }
-
-    #[test]
     fn repeated_uidls_are_made_unique() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
@@ -1255,15 +867,6 @@ mod tests {
         // Stable from one listing to the next.
         let again: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
         assert_eq!(again, uids);
-    }
-
-    #[test]
-    fn uidlist_v1() {
-        let list =
-            parse_uidlist("1 1234 3\n1 1700000000.M1P1.h\n2 1700000001.M1P1.h:2,S\n").unwrap();
-        assert_eq!(list.validity, 1234);
-        assert_eq!(list.records["1700000000.M1P1.h"].uid, 1);
-        assert_eq!(list.records["1700000001.M1P1.h"].uid, 2);
     }
 
     #[test]
@@ -1373,7 +976,7 @@ mod tests {
         let keys: Vec<String> = ["new/1.a", "cur/2.a:2,S", "cur/3.a:2,S"]
             .map(String::from)
             .to_vec();
-        let report = md.commit(&keys).unwrap();
+        let report = commit(&md, &keys).unwrap();
         assert_eq!(
             report,
             CommitReport {
@@ -1382,7 +985,7 @@ mod tests {
             }
         );
         assert_eq!(keys_of(&md), ["cur/4.a:2,"]);
-        assert_eq!(md.commit(&[]).unwrap(), CommitReport::default());
+        assert_eq!(commit(&md, &[]).unwrap(), CommitReport::default());
     }
 
     fn keys_of(md: &Maildir) -> Vec<String> {
@@ -1427,118 +1030,8 @@ mod tests {
             );
         }
         let keys = vec!["cur/1.a".to_string(), "tmp/1.a".to_string()];
-        assert!(matches!(md.commit(&keys), Err(Error::Invalid(_))));
+        assert!(matches!(commit(&md, &keys), Err(Error::Invalid(_))));
         assert_eq!(keys_of(&md), ["cur/1.a"]); // nothing was deleted
-    }
-
-    fn chunks_of(data: &[u8]) -> impl FnMut(u64, u32) -> Vec<u8> + '_ {
-        move |offset, len| {
-            let start = (offset as usize).min(data.len());
-            let end = (start + len as usize).min(data.len());
-            data[start..end].to_vec()
-        }
-    }
-
-    #[test]
-    fn deliver_is_atomic() {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = config(tmp.path());
-        let md = c.open("u", None).unwrap();
-        let mut data = Vec::new();
-        for i in 0..60_000 {
-            data.extend_from_slice(format!("line {i}\n").as_bytes()); // LF only, > 256 KiB
-        }
-        data.extend_from_slice(b"no newline");
-        let calls = std::cell::Cell::new(0);
-        let mut source = chunks_of(&data);
-        let key = md
-            .deliver(|offset, len| {
-                calls.set(calls.get() + 1);
-                assert_eq!(fs::read_dir(tmp.path().join("u/new")).unwrap().count(), 0);
-                source(offset, len)
-            })
-            .unwrap();
-        assert!(calls.get() > 2);
-        let (stored, crlf) = (data.len() as u64, data.len() as u64 + 60_000 + 2);
-        assert!(key.starts_with("new/"), "{key}");
-        assert!(
-            key.ends_with(&format!(".poplar,S={stored},W={crlf}")),
-            "{key}"
-        );
-        assert_eq!(fs::read_dir(tmp.path().join("u/tmp")).unwrap().count(), 0);
-        assert_eq!(fs::read(tmp.path().join("u").join(&key)).unwrap(), data);
-        let list = md.list().unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!((list[0].size, list[0].stored_size), (crlf, stored));
-        assert_eq!(
-            crlf_size_of_file(&tmp.path().join("u").join(&key)).unwrap(),
-            crlf
-        );
-        assert!(valid_uidl(&list[0].uid));
-        assert!(!tmp.path().join("u/maildirfolder").exists());
-
-        let key2 = md.deliver(chunks_of(b"x\r\n")).unwrap();
-        assert_ne!(key, key2);
-        assert_eq!(md.list().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn deliver_into_new_folder() {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = config(tmp.path());
-        let md = c.open("u", Some("Junk")).unwrap();
-        let key = md.deliver(chunks_of(b"Subject: x\r\n\r\nhi\r\n")).unwrap();
-        let dir = tmp.path().join("u/.Junk");
-        assert!(dir.join("maildirfolder").is_file());
-        assert!(dir.join("cur").is_dir() && dir.join("tmp").is_dir());
-        assert_eq!(md.read(&key, 0, 100).unwrap(), b"Subject: x\r\n\r\nhi\r\n");
-        assert!(c.open("u", None).unwrap().list().unwrap().is_empty());
-    }
-
-    #[test]
-    fn failed_delivery_leaves_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = config(tmp.path());
-        let md = c.open("u", None).unwrap();
-        let dir = tmp.path().join("u");
-        let data = vec![b'x'; 600_000];
-        let mut source = chunks_of(&data);
-        let result = md.deliver(|offset, len| {
-            if offset == 0 {
-                // Sabotage the rename: new/ becomes a regular file.
-                fs::remove_dir(dir.join("new")).unwrap();
-                fs::write(dir.join("new"), b"").unwrap();
-            }
-            source(offset, len)
-        });
-        assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
-        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn delivery_sweeps_stale_tmp_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = config(tmp.path());
-        let md = c.open("u", None).unwrap();
-        md.deliver(chunks_of(b"x\r\n")).unwrap();
-        let dir = tmp.path().join("u/tmp");
-        // Left by crashed deliveries: one long ago, one just now.
-        let stale = dir.join("1.crashed");
-        let fresh = dir.join("2.in-flight");
-        fs::write(&stale, b"partial").unwrap();
-        fs::write(&fresh, b"partial").unwrap();
-        let long_ago =
-            std::time::SystemTime::now() - TMP_MAX_AGE - std::time::Duration::from_secs(60);
-        File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
-        md.deliver(chunks_of(b"y\r\n")).unwrap();
-        assert!(!stale.exists(), "stale tmp file removed");
-        assert!(fresh.exists(), "a recent one may still be in use");
-        assert_eq!(md.list().unwrap().len(), 2);
     }
 
     fn usage(messages: u64, octets: u64) -> Usage {
@@ -1627,24 +1120,217 @@ mod tests {
     }
 
     #[test]
-    fn usage_grows_with_deliveries_to_inbox_and_folders() {
+    fn received_comes_from_the_name_else_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        put(tmp.path(), "cur/1700000000.M1P1.h:2,S", b"a\n");
+        put(tmp.path(), "new/garbage", b"b\n");
+        let path = tmp.path().join("u/new/garbage");
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let list = config(tmp.path()).open("u", None).unwrap().list().unwrap();
+        assert_eq!(list[0].received, 1_700_000_000);
+        assert_eq!(list[1].received, 1_600_000_000);
+    }
+
+    #[test]
+    fn trashed_messages_are_hidden_but_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        put(tmp.path(), "cur/1.a:2,ST", b"gone\n");
+        put(tmp.path(), "cur/2.a:2,S", b"here\n");
+        let c = config(tmp.path());
+        let md = c.open("u", None).unwrap();
+        assert_eq!(keys(&md.list().unwrap()), ["cur/2.a:2,S"]);
+        assert_eq!(md.list_with(true).unwrap().len(), 2);
+        assert_eq!(c.usage("u").unwrap(), usage(2, 10));
+        // Still readable by its key.
+        assert_eq!(md.read("cur/1.a:2,ST", 0, 10).unwrap(), b"gone\n");
+    }
+
+    #[test]
+    fn kept_uidls_win() {
+        let tmp = tempfile::tempdir().unwrap();
+        put(tmp.path(), "cur/1.a:2,S", b"a\n");
+        put(tmp.path(), "cur/2.a:2,S", b"b\n");
+        put(tmp.path(), "poplar-uidlist", b"legacy-1 1.a\n2.a 9.gone\n");
+        let md = config(tmp.path()).open("u", None).unwrap();
+        let uids: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
+        // The kept "2.a" belongs to a message that is gone: no clash.
+        assert_eq!(uids, ["legacy-1", "2.a"]);
+        put(
+            tmp.path(),
+            "poplar-uidlist",
+            b"legacy-1 1.a\nlegacy-1 2.a\n",
+        );
+        let uids: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
+        assert_eq!(uids[0], "legacy-1");
+        assert_ne!(uids[1], "legacy-1", "made unique");
+    }
+
+    fn three_messages(root: &Path) {
+        put(root, "new/1.a,S=2", b"1\n");
+        put(root, "cur/2.a,S=2:2,S", b"2\n");
+        put(root, "cur/3.a,S=2:2,", b"3\n");
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commit_flag_hides_and_keeps() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_messages(tmp.path());
+        let c = config(tmp.path());
+        let md = c.open("u", None).unwrap();
+        let uids: Vec<String> = md.list().unwrap().into_iter().map(|e| e.uid).collect();
+        let delete = strings(&["new/1.a,S=2", "cur/2.a,S=2:2,S", "cur/9.gone"]);
+        let report = md
+            .commit(&delete, &DeleAction::Flag, None, &[], 0, || Ok(()))
+            .unwrap();
+        assert_eq!(
+            report,
+            CommitReport {
+                deleted: 2,
+                missing: 1
+            }
+        );
+        assert_eq!(keys(&md.list().unwrap()), ["cur/3.a,S=2:2,"]);
+        let all = md.list_with(true).unwrap();
+        assert_eq!(
+            keys(&all),
+            ["cur/1.a,S=2:2,T", "cur/2.a,S=2:2,ST", "cur/3.a,S=2:2,"]
+        );
+        // Their UIDLs did not change, and they still count for quotas.
+        let all_uids: Vec<String> = all.into_iter().map(|e| e.uid).collect();
+        assert_eq!(all_uids, uids);
+        assert_eq!(c.usage("u").unwrap(), usage(3, 6));
+    }
+
+    #[test]
+    fn commit_move_to_a_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_messages(tmp.path());
+        put(tmp.path(), "poplar-uidlist", b"kept-2 2.a,S=2\n");
+        let c = config(tmp.path());
+        let md = c.open("u", None).unwrap();
+        let trash = c.open("u", Some("Trash")).unwrap();
+        let before: HashMap<String, String> = md
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.uid, e.key))
+            .collect();
+        let delete = strings(&["new/1.a,S=2", "cur/2.a,S=2:2,S"]);
+        let action = DeleAction::MoveTo("Trash".into());
+        let report = md
+            .commit(&delete, &action, Some(&trash), &[], 0, || Ok(()))
+            .unwrap();
+        assert_eq!(report.deleted, 2);
+        assert_eq!(keys(&md.list().unwrap()), ["cur/3.a,S=2:2,"]);
+        // Created as a Maildir++ folder; names (and so UIDLs) kept.
+        assert!(tmp.path().join("u/.Trash/maildirfolder").is_file());
+        let moved = trash.list().unwrap();
+        assert_eq!(keys(&moved), ["new/1.a,S=2", "cur/2.a,S=2:2,S"]);
+        for e in &moved {
+            assert!(before.contains_key(&e.uid), "{e:?}");
+        }
+        assert_eq!(moved[1].uid, "kept-2");
+        assert_eq!(c.folders("u").unwrap(), ["Trash"]);
+        // Moving within the folder itself is refused, changing nothing.
+        let err = trash
+            .commit(
+                &strings(&["new/1.a,S=2"]),
+                &action,
+                Some(&trash),
+                &[],
+                0,
+                || Ok(()),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert_eq!(trash.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn commit_fence_runs_after_checks_and_before_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_messages(tmp.path());
+        let md = config(tmp.path()).open("u", None).unwrap();
+        let ran = std::cell::Cell::new(false);
+        // A bad key: refused before the fence.
+        let bad = strings(&["new/1.a,S=2", "tmp/x"]);
+        let err = md.commit(&bad, &DeleAction::Expunge, None, &[], 0, || {
+            ran.set(true);
+            Ok(())
+        });
+        assert!(matches!(err, Err(Error::Invalid(_))));
+        assert!(!ran.get());
+        // A lost lease: nothing changes.
+        let all = strings(&["new/1.a,S=2", "cur/2.a,S=2:2,S", "cur/3.a,S=2:2,"]);
+        let err = md.commit(&all, &DeleAction::Expunge, None, &all, 5, || {
+            Err(Error::LeaseLost("gone".into()))
+        });
+        assert!(matches!(err, Err(Error::LeaseLost(_))));
+        assert_eq!(md.list().unwrap().len(), 3);
+        assert!(!tmp.path().join("u/poplar-retrieved").exists());
+    }
+
+    #[test]
+    fn commit_records_retrievals_of_what_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_messages(tmp.path());
+        let md = config(tmp.path()).open("u", None).unwrap();
+        let retrieved = strings(&["new/1.a,S=2", "cur/2.a,S=2:2,S"]);
+        let delete = strings(&["new/1.a,S=2"]);
+        md.commit(&delete, &DeleAction::Expunge, None, &retrieved, 100, || {
+            Ok(())
+        })
+        .unwrap();
+        let map = crate::retrieved::read_retrieved(md.dir()).unwrap();
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["2.a,S=2"], 100);
+        // A later retrieval keeps the first time.
+        md.commit(
+            &[],
+            &DeleAction::Expunge,
+            None,
+            &retrieved[1..],
+            200,
+            || Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            crate::retrieved::read_retrieved(md.dir()).unwrap()["2.a,S=2"],
+            100
+        );
+    }
+
+    #[test]
+    fn users_and_folders() {
         let tmp = tempfile::tempdir().unwrap();
         let c = config(tmp.path());
-        c.open("u", None)
-            .unwrap()
-            .deliver(chunks_of(b"one\n"))
-            .unwrap();
-        assert_eq!(c.usage("u").unwrap(), usage(1, 4));
-        c.open("u", Some("Junk"))
-            .unwrap()
-            .deliver(chunks_of(b"two\r\n"))
-            .unwrap();
-        c.open("u", Some("Junk"))
-            .unwrap()
-            .deliver(chunks_of(b"three"))
-            .unwrap();
-        assert_eq!(c.usage("u").unwrap(), usage(3, 14));
-        // Another user's mail is theirs.
-        assert_eq!(c.usage("v").unwrap(), Usage::default());
+        assert!(c.users(None, 10).unwrap().is_empty());
+        for user in ["carol", "alice", "bob"] {
+            fs::create_dir_all(tmp.path().join(user).join("cur")).unwrap();
+        }
+        fs::write(tmp.path().join("not-a-dir"), b"").unwrap();
+        assert_eq!(c.users(None, 10).unwrap(), ["alice", "bob", "carol"]);
+        assert_eq!(c.users(None, 2).unwrap(), ["alice", "bob"]);
+        assert_eq!(c.users(Some("bob"), 10).unwrap(), ["carol"]);
+        assert!(c.users(Some("carol"), 10).unwrap().is_empty());
+
+        put(tmp.path(), ".Sent/cur/1.a", b"x");
+        put(tmp.path(), ".Lists.rust/new/2.a", b"x");
+        fs::create_dir_all(tmp.path().join("u/.OnlyLease")).unwrap();
+        fs::create_dir_all(tmp.path().join("u/..Bad/cur")).unwrap();
+        put(tmp.path(), ".notafolder", b"x");
+        assert_eq!(c.folders("u").unwrap(), ["Lists.rust", "Sent"]);
+        assert!(c.folders("nobody").unwrap().is_empty());
+        assert!(matches!(c.folders("../x"), Err(Error::Invalid(_))));
     }
 }

@@ -11,10 +11,15 @@
 //!   parser the host uses for the filters' `headers()`: folding undone,
 //!   RFC 2047 encoded-words decoded. Names compare without case, values by
 //!   case-insensitive substring (Unicode lower case).
-//! - Date: the first `Date:` field ([`parse_date`], RFC 5322 with its
-//!   obsolete forms); without one that parses, the file's modification time
-//!   (Maildir sets it at delivery), and failing that the timestamp that
-//!   starts the Maildir name. `since` is inclusive, `before` exclusive.
+//! - Date: the first `Date:` field ([`parse_date`]: `mailparse`'s reading
+//!   of RFC 5322 dates); without one that parses, the file's modification
+//!   time (Maildir sets it at delivery), and failing that the timestamp
+//!   that starts the Maildir name. `since` is inclusive, `before` exclusive.
+//! - Retrieval (`retrieved-before`): the first time a POP3 session that
+//!   retrieved the message committed, as recorded in the mailbox's
+//!   `poplar-retrieved`; a message never retrieved does not match.
+//! - Messages flagged deleted (`T`) are not searched, as POP3 does not list
+//!   them.
 //! - Body text: first the raw body, streamed in [`CHUNK`]-octet reads with
 //!   the tail of each chunk carried over, so a match across two reads is
 //!   found and a huge message never sits in memory whole. Text that is
@@ -22,10 +27,13 @@
 //!   printable, base64, charsets) of messages up to [`DECODE_LIMIT`]
 //!   octets.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
-use crate::maildir::{Config, Error, MAX_READ, base_name};
+use crate::error::Error;
+use crate::maildir::{Config, MAX_READ};
+use crate::names::base_name;
+use crate::retrieved::read_retrieved;
 
 /// Octets per read while scanning a body.
 pub const CHUNK: u32 = MAX_READ;
@@ -51,6 +59,8 @@ pub struct Criteria {
     pub larger: Option<u64>,
     /// Size strictly smaller than.
     pub smaller: Option<u64>,
+    /// First retrieved strictly before (Unix seconds).
+    pub retrieved_before: Option<i64>,
 }
 
 /// Where one message's bytes come from.
@@ -310,166 +320,13 @@ fn last_chars(s: &str, n: usize) -> &str {
     }
 }
 
-/// Days from 1970-01-01 to the given proleptic Gregorian date.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    // Count from 0000-03-01 so that the leap day ends each 4-year cycle.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-fn month_number(name: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let lower = name.to_ascii_lowercase();
-    let head = lower.get(..3)?;
-    let n = MONTHS.iter().position(|m| *m == head)?;
-    // "Sept" and "September" are fine; "Junk" is not a month.
-    let full = [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ][n];
-    full.starts_with(lower.as_str()).then_some(n as u32 + 1)
-}
-
-/// A zone: `+hhmm`/`-hhmm`, or an RFC 5322 obsolete name. Military letters
-/// mean `-0000` ("unknown"), as RFC 5322 says; so does anything else
-/// alphabetic that is not a known name.
-fn zone_offset(token: &str) -> Option<i64> {
-    let bytes = token.as_bytes();
-    if let [sign @ (b'+' | b'-'), digits @ ..] = bytes {
-        if digits.len() != 4 || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let hours = i64::from(digits[0] - b'0') * 10 + i64::from(digits[1] - b'0');
-        let minutes = i64::from(digits[2] - b'0') * 10 + i64::from(digits[3] - b'0');
-        if minutes > 59 {
-            return None;
-        }
-        let secs = hours * 3600 + minutes * 60;
-        return Some(if *sign == b'-' { -secs } else { secs });
-    }
-    if !token.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return None;
-    }
-    let hours = match token.to_ascii_uppercase().as_str() {
-        "UT" | "UTC" | "GMT" | "Z" => 0,
-        "EDT" => -4,
-        "EST" | "CDT" => -5,
-        "CST" | "MDT" => -6,
-        "MST" | "PDT" => -7,
-        "PST" => -8,
-        _ => 0,
-    };
-    Some(hours * 3600)
-}
-
-/// `hh:mm[:ss]` as seconds since midnight.
-fn time_of_day(token: &str) -> Option<i64> {
-    let mut parts = token.split(':');
-    let mut next = |max: i64| -> Option<Option<i64>> {
-        match parts.next() {
-            None => Some(None),
-            Some(p) if (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
-                let v: i64 = p.parse().ok()?;
-                (v <= max).then_some(Some(v))
-            }
-            Some(_) => None,
-        }
-    };
-    let hour = next(23)??;
-    let minute = next(59)??;
-    let second = next(60)?.unwrap_or(0).min(59); // a leap second counts as :59
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(hour * 3600 + minute * 60 + second)
-}
-
-/// Parses an RFC 5322 date-time (`Tue, 1 Jul 2003 10:52:37 +0200`), with
-/// the obsolete forms of its section 4.3 (two- and three-digit years, zone
-/// names, comments) and the asctime order some old software writes
-/// (`Tue Jul  1 10:52:37 2003`). Returns Unix seconds; `None` if it is not a
-/// date. A missing zone is taken as UTC.
+/// The time of a `Date:` field value, in Unix seconds, read by
+/// `mailparse::dateparse` (the RFC 5322 form with a day name, comment or
+/// zone name, and two-digit years). That parser is lenient: text with no
+/// date in it comes out as the epoch, so the epoch itself counts as no date
+/// (the search then uses the time the message was stored).
 pub fn parse_date(value: &str) -> Option<i64> {
-    // Drop comments, which may nest: "... +0200 (CEST)".
-    let mut text = String::with_capacity(value.len());
-    let mut depth = 0u32;
-    for c in value.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' if depth > 0 => depth -= 1,
-            _ if depth == 0 => text.push(if c == ',' { ' ' } else { c }),
-            _ => {}
-        }
-    }
-    let mut tokens: Vec<&str> = text.split_whitespace().collect();
-    // A day name first ("Tue" or "Tuesday").
-    if tokens
-        .first()
-        .is_some_and(|t| t.bytes().all(|b| b.is_ascii_alphabetic()) && month_number(t).is_none())
-    {
-        tokens.remove(0);
-    }
-    let (day, month, year, time, zone) = match tokens.as_slice() {
-        // RFC 5322: day month year time [zone]
-        [d, m, y, t, rest @ ..] if d.bytes().all(|b| b.is_ascii_digit()) => {
-            (*d, month_number(m)?, *y, *t, rest.first().copied())
-        }
-        // asctime: month day time year [zone]
-        [m, d, t, y, rest @ ..] if month_number(m).is_some() => {
-            (*d, month_number(m)?, *y, *t, rest.first().copied())
-        }
-        _ => return None,
-    };
-    if !(1..=2).contains(&day.len()) || !day.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let day: u32 = day.parse().ok()?;
-    if year.is_empty() || year.len() > 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // RFC 5322 4.3: 00-49 are 2000-2049; 50-99 and three digits add 1900.
-    let mut year_value: i64 = year.parse().ok()?;
-    match year.len() {
-        1 | 2 if year_value < 50 => year_value += 2000,
-        1..=3 => year_value += 1900,
-        _ => {}
-    }
-    let year = year_value;
-    if !(1..=days_in_month(year, month)).contains(&day) {
-        return None;
-    }
-    let secs = time_of_day(time)?;
-    let offset = match zone {
-        Some(z) => zone_offset(z)?,
-        None => 0,
-    };
-    Some(days_from_civil(year, month, day) * 86_400 + secs - offset)
+    mailparse::dateparse(value).ok().filter(|&t| t != 0)
 }
 
 /// Searches the Maildir of `user` (or its `folder`): the keys of the
@@ -481,13 +338,23 @@ pub fn search(
     criteria: &Criteria,
 ) -> Result<Vec<String>, Error> {
     let maildir = config.open(user, folder)?; // checks both names
-    let dir = maildir_dir(&config.root, user, folder);
+    let retrieved = match criteria.retrieved_before {
+        Some(_) => read_retrieved(maildir.dir())?,
+        None => Default::default(),
+    };
     let matcher = Matcher::new(criteria);
     let mut keys = Vec::new();
     for entry in maildir.list()? {
+        if let Some(before) = criteria.retrieved_before {
+            let name = entry.key.split_once('/').map_or("", |(_, n)| n);
+            let retrieved_at = retrieved.get(base_name(name));
+            if retrieved_at.is_none_or(|&at| at >= before) {
+                continue; // never retrieved, or not long enough ago
+            }
+        }
         let mut src = Stored {
             read: |offset, len| maildir.read(&entry.key, offset, len),
-            path: dir.join(&entry.key),
+            path: maildir.dir().join(&entry.key),
             key: &entry.key,
         };
         match matcher.matches(entry.size, &mut src) {
@@ -498,16 +365,6 @@ pub fn search(
         }
     }
     Ok(keys)
-}
-
-/// The directory [`Config::open`] uses for `user` and `folder` (names
-/// already checked there).
-fn maildir_dir(root: &Path, user: &str, folder: Option<&str>) -> PathBuf {
-    let mut dir = root.join(user);
-    if let Some(folder) = folder {
-        dir.push(format!(".{folder}"));
-    }
-    dir
 }
 
 /// A stored message: reads through the Maildir, dated by its file.
@@ -763,7 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc5322_dates() {
+    fn dates_by_mailparse() {
         let base = 1_057_049_557; // 2003-07-01 08:52:37 UTC
         for (text, want) in [
             ("Tue, 1 Jul 2003 10:52:37 +0200", Some(base)),
@@ -771,35 +628,22 @@ mod tests {
             ("Tue,  01 Jul 2003 08:52:37 +0000 (UTC)", Some(base)),
             ("Tue, 1 Jul 2003 04:52:37 EDT", Some(base)),
             ("Tue, 1 Jul 2003 08:52:37 GMT", Some(base)),
-            ("Tue, 1 Jul 2003 08:52:37 Z", Some(base)),
             ("Tue, 1 Jul 03 08:52:37 +0000", Some(base)),
-            ("Tue, 1 Jul 103 08:52:37 +0000", Some(base)),
             ("Tuesday, 1 July 2003 08:52:37 +0000", Some(base)),
-            ("Tue Jul  1 08:52:37 2003", Some(base)),
-            ("Tue, 1 Jul 2003 08:52 +0000", Some(base - 37)),
             ("Tue, 1 Jul 2003 08:52:37", Some(base)),
-            ("1 Jan 1970 00:00:00 +0000", Some(0)),
-            ("31 Dec 1969 23:59:59 +0000", Some(-1)),
             ("29 Feb 2024 12:00:00 +0000", Some(1_709_208_000)),
             ("1 Jan 99 00:00:00 +0000", Some(915_148_800)),
-            ("29 Feb 2023 12:00:00 +0000", None),
+            // Not dates: the search falls back to the time stored.
             ("32 Jan 2003 00:00:00 +0000", None),
             ("1 Foo 2003 00:00:00 +0000", None),
-            ("1 Jul 2003 25:00:00 +0000", None),
-            ("1 Jul 2003 10:52:37 +02", None),
+            ("31 Dec 1969 23:59:59 +0000", None),
+            ("1 Jan 1970 00:00:00 +0000", None),
+            ("2003-07-01T08:52:37Z", None),
             ("sometime soon", None),
             ("", None),
         ] {
             assert_eq!(parse_date(text), want, "{text:?}");
         }
-    }
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
-        assert_eq!(days_from_civil(2024, 12, 31), 20_088);
     }
 
     #[test]
@@ -835,5 +679,40 @@ mod tests {
             search(&config, "../etc", None, &body("x")),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn retrieved_before_and_flagged_messages() {
+        let root = tempfile::tempdir().unwrap();
+        let md = root.path().join("alice");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        std::fs::write(md.join("cur/1000.a.host:2,S"), PLAIN).unwrap();
+        std::fs::write(md.join("cur/2000.b.host:2,S"), PLAIN).unwrap();
+        std::fs::write(md.join("cur/3000.c.host:2,S"), PLAIN).unwrap();
+        std::fs::write(md.join("cur/4000.d.host:2,ST"), PLAIN).unwrap();
+        std::fs::write(
+            md.join("poplar-retrieved"),
+            "100 1000.a.host\n200 2000.b.host\n50 4000.d.host\n",
+        )
+        .unwrap();
+        let config = Config::from_pairs([("root", root.path().to_str().unwrap())]).unwrap();
+        let expire = |before| Criteria {
+            retrieved_before: Some(before),
+            ..Criteria::default()
+        };
+        let keys = |c: &Criteria| search(&config, "alice", None, c).unwrap();
+        assert_eq!(keys(&expire(200)), ["cur/1000.a.host:2,S"]);
+        assert_eq!(
+            keys(&expire(201)),
+            ["cur/1000.a.host:2,S", "cur/2000.b.host:2,S"]
+        );
+        assert!(keys(&expire(100)).is_empty(), "strictly before");
+        // The flagged-deleted message is never found.
+        assert_eq!(keys(&Criteria::default()).len(), 3);
+        let mut both = expire(1000);
+        both.headers.push(("Subject".into(), "quarterly".into()));
+        assert_eq!(keys(&both).len(), 2);
     }
 }

@@ -3,34 +3,80 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `poplar:plugin/host@0.1.0`
+// Imported Functions from `poplar:plugin/host@0.2.0`
 
-__attribute__((__import_module__("poplar:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("poplar:plugin/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_poplar_plugin_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("poplar:plugin/host@0.1.0"), __import_name__("config")))
+__attribute__((__import_module__("poplar:plugin/host@0.2.0"), __import_name__("config")))
 extern void __wasm_import_poplar_plugin_host_config(uint8_t *);
 
-__attribute__((__import_module__("poplar:plugin/host@0.1.0"), __import_name__("config-toml")))
+__attribute__((__import_module__("poplar:plugin/host@0.2.0"), __import_name__("config-toml")))
 extern void __wasm_import_poplar_plugin_host_config_toml(uint8_t *);
 
-// Imported Functions from `poplar:plugin/message@0.1.0`
+// Imported Functions from `poplar:plugin/message@0.2.0`
 
-__attribute__((__import_module__("poplar:plugin/message@0.1.0"), __import_name__("[method]message.size")))
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[method]message.size")))
 extern int64_t __wasm_import_poplar_plugin_message_method_message_size(int32_t);
 
-__attribute__((__import_module__("poplar:plugin/message@0.1.0"), __import_name__("[method]message.headers")))
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[method]message.headers")))
 extern void __wasm_import_poplar_plugin_message_method_message_headers(int32_t, uint8_t *);
 
-__attribute__((__import_module__("poplar:plugin/message@0.1.0"), __import_name__("[method]message.body-offset")))
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[method]message.body-offset")))
 extern int64_t __wasm_import_poplar_plugin_message_method_message_body_offset(int32_t);
 
-__attribute__((__import_module__("poplar:plugin/message@0.1.0"), __import_name__("[method]message.read")))
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[method]message.read")))
 extern void __wasm_import_poplar_plugin_message_method_message_read(int32_t, int64_t, int32_t, uint8_t *);
 
-// Exported Functions from `poplar:plugin/filter@0.1.0`
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[method]message.digest")))
+extern void __wasm_import_poplar_plugin_message_method_message_digest(int32_t, uint8_t *);
 
-__attribute__((__weak__, __export_name__("cabi_post_poplar:plugin/filter@0.1.0#validate")))
+// Imported Functions from `poplar:plugin/sql@0.2.0`
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("[method]transaction.query")))
+extern void __wasm_import_poplar_plugin_sql_method_transaction_query(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("[method]transaction.execute")))
+extern void __wasm_import_poplar_plugin_sql_method_transaction_execute(int32_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("[static]transaction.commit")))
+extern void __wasm_import_poplar_plugin_sql_static_transaction_commit(int32_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("query")))
+extern void __wasm_import_poplar_plugin_sql_query(uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("execute")))
+extern void __wasm_import_poplar_plugin_sql_execute(uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("batch")))
+extern void __wasm_import_poplar_plugin_sql_batch(uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("begin")))
+extern void __wasm_import_poplar_plugin_sql_begin(int32_t, uint8_t *);
+
+// Imported Functions from `poplar:plugin/blob@0.2.0`
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("get")))
+extern void __wasm_import_poplar_plugin_blob_get(uint8_t *, size_t, int64_t, int32_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("head")))
+extern void __wasm_import_poplar_plugin_blob_head(uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("put")))
+extern void __wasm_import_poplar_plugin_blob_put(uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("put-message")))
+extern void __wasm_import_poplar_plugin_blob_put_message(uint8_t *, size_t, int32_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("delete")))
+extern void __wasm_import_poplar_plugin_blob_delete(uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("poplar:plugin/blob@0.2.0"), __import_name__("list-objects")))
+extern void __wasm_import_poplar_plugin_blob_list_objects(uint8_t *, size_t, int32_t, uint8_t *, size_t, int32_t, uint8_t *);
+
+// Exported Functions from `poplar:plugin/filter@0.2.0`
+
+__attribute__((__weak__, __export_name__("cabi_post_poplar:plugin/filter@0.2.0#validate")))
 void __wasm_export_exports_poplar_plugin_filter_validate_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -45,10 +91,51 @@ void __wasm_export_exports_poplar_plugin_filter_validate_post_return(uint8_t * a
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_poplar:plugin/filter@0.1.0#classify")))
+__attribute__((__weak__, __export_name__("cabi_post_poplar:plugin/filter@0.2.0#classify")))
 void __wasm_export_exports_poplar_plugin_filter_classify_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
+      switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + sizeof(void*)))) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+          }
+          break;
+        }
+        case 2: {
+          if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+          }
+          break;
+        }
+        case 3: {
+          break;
+        }
+        case 4: {
+          if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+          }
+          break;
+        }
+      }
+      size_t len = *((size_t*) (arg0 + (5*sizeof(void*))));
+      if (len > 0) {
+        uint8_t *ptr = *((uint8_t **) (arg0 + (4*sizeof(void*))));
+        for (size_t i = 0; i < len; i++) {
+          uint8_t *base = ptr + i * (4*sizeof(void*));
+          (void) base;
+          if ((*((size_t*) (base + sizeof(void*)))) > 0) {
+            free(*((uint8_t **) (base + 0)));
+          }
+          if ((*((size_t*) (base + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (base + (2*sizeof(void*)))));
+          }
+        }
+        free(ptr);
+      }
       break;
     }
     case 1: {
@@ -57,36 +144,6 @@ void __wasm_export_exports_poplar_plugin_filter_classify_post_return(uint8_t * a
       }
       break;
     }
-    case 2: {
-      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
-        free(*((uint8_t **) (arg0 + sizeof(void*))));
-      }
-      break;
-    }
-    case 3: {
-      break;
-    }
-    case 4: {
-      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
-        free(*((uint8_t **) (arg0 + sizeof(void*))));
-      }
-      break;
-    }
-  }
-  size_t len = *((size_t*) (arg0 + (4*sizeof(void*))));
-  if (len > 0) {
-    uint8_t *ptr = *((uint8_t **) (arg0 + (3*sizeof(void*))));
-    for (size_t i = 0; i < len; i++) {
-      uint8_t *base = ptr + i * (4*sizeof(void*));
-      (void) base;
-      if ((*((size_t*) (base + sizeof(void*)))) > 0) {
-        free(*((uint8_t **) (base + 0)));
-      }
-      if ((*((size_t*) (base + (3*sizeof(void*))))) > 0) {
-        free(*((uint8_t **) (base + (2*sizeof(void*)))));
-      }
-    }
-    free(ptr);
   }
 }
 
@@ -102,7 +159,7 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 __attribute__((__aligned__(sizeof(void*))))
-static uint8_t RET_AREA[(5*sizeof(void*))];
+static uint8_t RET_AREA[(6*sizeof(void*))];
 
 // Helper Functions
 
@@ -142,11 +199,20 @@ void poplar_plugin_types_mailbox_free(poplar_plugin_types_mailbox_t *ptr) {
   filter_plugin_option_string_free(&ptr->folder);
 }
 
+void poplar_plugin_types_dele_action_free(poplar_plugin_types_dele_action_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 2: {
+      filter_plugin_string_free(&ptr->val.move_to);
+      break;
+    }
+  }
+}
+
 void poplar_plugin_message_header_free(poplar_plugin_message_header_t *ptr) {
   poplar_plugin_types_header_free(ptr);
 }
 
-__attribute__((__import_module__("poplar:plugin/message@0.1.0"), __import_name__("[resource-drop]message")))
+__attribute__((__import_module__("poplar:plugin/message@0.2.0"), __import_name__("[resource-drop]message")))
 extern void __wasm_import_poplar_plugin_message_message_drop(int32_t handle);
 
 void poplar_plugin_message_message_drop_own(poplar_plugin_message_own_message_t handle) {
@@ -175,6 +241,214 @@ void filter_plugin_list_u8_free(filter_plugin_list_u8_t *ptr) {
     for (size_t i = 0; i < list_len; i++) {
     }
     free(list_ptr);
+  }
+}
+
+void filter_plugin_list_string_free(filter_plugin_list_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    filter_plugin_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      filter_plugin_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void filter_plugin_list_s64_free(filter_plugin_list_s64_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    int64_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
+void poplar_plugin_sql_value_free(poplar_plugin_sql_value_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 1: {
+      break;
+    }
+    case 2: {
+      break;
+    }
+    case 3: {
+      break;
+    }
+    case 4: {
+      break;
+    }
+    case 5: {
+      filter_plugin_string_free(&ptr->val.text);
+      break;
+    }
+    case 6: {
+      filter_plugin_list_u8_free(&ptr->val.bytes);
+      break;
+    }
+    case 7: {
+      filter_plugin_list_string_free(&ptr->val.text_array);
+      break;
+    }
+    case 8: {
+      filter_plugin_list_s64_free(&ptr->val.int64_array);
+      break;
+    }
+  }
+}
+
+void poplar_plugin_sql_list_value_free(poplar_plugin_sql_list_value_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    poplar_plugin_sql_value_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      poplar_plugin_sql_value_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void poplar_plugin_sql_list_list_value_free(poplar_plugin_sql_list_list_value_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    poplar_plugin_sql_list_value_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      poplar_plugin_sql_list_value_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void poplar_plugin_sql_rows_free(poplar_plugin_sql_rows_t *ptr) {
+  filter_plugin_list_string_free(&ptr->columns);
+  poplar_plugin_sql_list_list_value_free(&ptr->rows);
+}
+
+void poplar_plugin_sql_sql_error_free(poplar_plugin_sql_sql_error_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 1: {
+      filter_plugin_string_free(&ptr->val.unavailable);
+      break;
+    }
+    case 2: {
+      filter_plugin_string_free(&ptr->val.timeout);
+      break;
+    }
+    case 3: {
+      filter_plugin_tuple2_string_string_free(&ptr->val.database);
+      break;
+    }
+    case 4: {
+      filter_plugin_string_free(&ptr->val.other);
+      break;
+    }
+  }
+}
+
+__attribute__((__import_module__("poplar:plugin/sql@0.2.0"), __import_name__("[resource-drop]transaction")))
+extern void __wasm_import_poplar_plugin_sql_transaction_drop(int32_t handle);
+
+void poplar_plugin_sql_transaction_drop_own(poplar_plugin_sql_own_transaction_t handle) {
+  __wasm_import_poplar_plugin_sql_transaction_drop(handle.__handle);
+}
+
+poplar_plugin_sql_borrow_transaction_t poplar_plugin_sql_borrow_transaction(poplar_plugin_sql_own_transaction_t arg) {
+  return (poplar_plugin_sql_borrow_transaction_t) { arg.__handle };
+}
+
+void poplar_plugin_sql_result_rows_sql_error_free(poplar_plugin_sql_result_rows_sql_error_t *ptr) {
+  if (!ptr->is_err) {
+    poplar_plugin_sql_rows_free(&ptr->val.ok);
+  } else {
+    poplar_plugin_sql_sql_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_sql_result_u64_sql_error_free(poplar_plugin_sql_result_u64_sql_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    poplar_plugin_sql_sql_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_sql_result_void_sql_error_free(poplar_plugin_sql_result_void_sql_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    poplar_plugin_sql_sql_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_sql_result_own_transaction_sql_error_free(poplar_plugin_sql_result_own_transaction_sql_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    poplar_plugin_sql_sql_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_blob_blob_error_free(poplar_plugin_blob_blob_error_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 2: {
+      filter_plugin_string_free(&ptr->val.unavailable);
+      break;
+    }
+    case 3: {
+      filter_plugin_string_free(&ptr->val.other);
+      break;
+    }
+  }
+}
+
+void poplar_plugin_blob_object_meta_free(poplar_plugin_blob_object_meta_t *ptr) {
+  filter_plugin_string_free(&ptr->key);
+}
+
+void poplar_plugin_blob_result_list_u8_blob_error_free(poplar_plugin_blob_result_list_u8_blob_error_t *ptr) {
+  if (!ptr->is_err) {
+    filter_plugin_list_u8_free(&ptr->val.ok);
+  } else {
+    poplar_plugin_blob_blob_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_blob_result_object_meta_blob_error_free(poplar_plugin_blob_result_object_meta_blob_error_t *ptr) {
+  if (!ptr->is_err) {
+    poplar_plugin_blob_object_meta_free(&ptr->val.ok);
+  } else {
+    poplar_plugin_blob_blob_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_blob_result_void_blob_error_free(poplar_plugin_blob_result_void_blob_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    poplar_plugin_blob_blob_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_blob_result_u64_blob_error_free(poplar_plugin_blob_result_u64_blob_error_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    poplar_plugin_blob_blob_error_free(&ptr->val.err);
+  }
+}
+
+void poplar_plugin_blob_list_object_meta_free(poplar_plugin_blob_list_object_meta_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    poplar_plugin_blob_object_meta_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      poplar_plugin_blob_object_meta_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void poplar_plugin_blob_result_list_object_meta_blob_error_free(poplar_plugin_blob_result_list_object_meta_blob_error_t *ptr) {
+  if (!ptr->is_err) {
+    poplar_plugin_blob_list_object_meta_free(&ptr->val.ok);
+  } else {
+    poplar_plugin_blob_blob_error_free(&ptr->val.err);
   }
 }
 
@@ -228,6 +502,14 @@ void exports_poplar_plugin_filter_verdict_free(exports_poplar_plugin_filter_verd
 
 void exports_poplar_plugin_filter_result_void_string_free(exports_poplar_plugin_filter_result_void_string_t *ptr) {
   if (!ptr->is_err) {
+  } else {
+    filter_plugin_string_free(&ptr->val.err);
+  }
+}
+
+void exports_poplar_plugin_filter_result_verdict_string_free(exports_poplar_plugin_filter_result_verdict_string_t *ptr) {
+  if (!ptr->is_err) {
+    exports_poplar_plugin_filter_verdict_free(&ptr->val.ok);
   } else {
     filter_plugin_string_free(&ptr->val.err);
   }
@@ -306,7 +588,688 @@ void poplar_plugin_message_method_message_read(poplar_plugin_message_borrow_mess
   *ret = (filter_plugin_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
 }
 
-__attribute__((__export_name__("poplar:plugin/filter@0.1.0#validate")))
+void poplar_plugin_message_method_message_digest(poplar_plugin_message_borrow_message_t self, filter_plugin_string_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_message_method_message_digest((self).__handle, ptr);
+  *ret = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+bool poplar_plugin_sql_method_transaction_query(poplar_plugin_sql_borrow_transaction_t self, filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, poplar_plugin_sql_rows_t *ret, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_method_transaction_query((self).__handle, (uint8_t *) (*statement).ptr, (*statement).len, (uint8_t *) (*params).ptr, (*params).len, ptr);
+  poplar_plugin_sql_result_rows_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (poplar_plugin_sql_rows_t) {
+        (filter_plugin_list_string_t) (filter_plugin_list_string_t) { (filter_plugin_string_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) },
+        (poplar_plugin_sql_list_list_value_t) (poplar_plugin_sql_list_list_value_t) { (poplar_plugin_sql_list_value_t*)(*((uint8_t **) (ptr + (3*sizeof(void*))))), (*((size_t*) (ptr + (4*sizeof(void*))))) },
+      };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant8;
+      variant8.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant8.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant8.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant8.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant8.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant8.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant8;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_method_transaction_execute(poplar_plugin_sql_borrow_transaction_t self, filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, uint64_t *ret, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(16+4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_method_transaction_execute((self).__handle, (uint8_t *) (*statement).ptr, (*statement).len, (uint8_t *) (*params).ptr, (*params).len, ptr);
+  poplar_plugin_sql_result_u64_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (uint64_t) (*((int64_t*) (ptr + 8)));
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+3*sizeof(void*))))), (*((size_t*) (ptr + (8+4*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_static_transaction_commit(poplar_plugin_sql_own_transaction_t tx, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_static_transaction_commit((tx).__handle, ptr);
+  poplar_plugin_sql_result_void_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_query(filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, poplar_plugin_sql_rows_t *ret, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_query((uint8_t *) (*statement).ptr, (*statement).len, (uint8_t *) (*params).ptr, (*params).len, ptr);
+  poplar_plugin_sql_result_rows_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (poplar_plugin_sql_rows_t) {
+        (filter_plugin_list_string_t) (filter_plugin_list_string_t) { (filter_plugin_string_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) },
+        (poplar_plugin_sql_list_list_value_t) (poplar_plugin_sql_list_list_value_t) { (poplar_plugin_sql_list_value_t*)(*((uint8_t **) (ptr + (3*sizeof(void*))))), (*((size_t*) (ptr + (4*sizeof(void*))))) },
+      };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant8;
+      variant8.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant8.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant8.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant8.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant8.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant8.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant8;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_execute(filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, uint64_t *ret, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(16+4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_execute((uint8_t *) (*statement).ptr, (*statement).len, (uint8_t *) (*params).ptr, (*params).len, ptr);
+  poplar_plugin_sql_result_u64_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (uint64_t) (*((int64_t*) (ptr + 8)));
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+3*sizeof(void*))))), (*((size_t*) (ptr + (8+4*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_batch(filter_plugin_string_t *statements, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_batch((uint8_t *) (*statements).ptr, (*statements).len, ptr);
+  poplar_plugin_sql_result_void_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_sql_begin(poplar_plugin_sql_isolation_t level, poplar_plugin_sql_own_transaction_t *ret, poplar_plugin_sql_sql_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(6*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_sql_begin((int32_t) level, ptr);
+  poplar_plugin_sql_result_own_transaction_sql_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (poplar_plugin_sql_own_transaction_t) { *((int32_t*) (ptr + sizeof(void*))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_sql_sql_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 2: {
+          variant.val.timeout = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.database = (filter_plugin_tuple2_string_string_t) {
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+            (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (4*sizeof(void*))))), (*((size_t*) (ptr + (5*sizeof(void*))))) },
+          };
+          break;
+        }
+        case 4: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_get(filter_plugin_string_t *key, uint64_t offset, uint32_t len, filter_plugin_list_u8_t *ret, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_get((uint8_t *) (*key).ptr, (*key).len, (int64_t) (offset), (int32_t) (len), ptr);
+  poplar_plugin_blob_result_list_u8_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (filter_plugin_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_head(filter_plugin_string_t *key, poplar_plugin_blob_object_meta_t *ret, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(24+2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_head((uint8_t *) (*key).ptr, (*key).len, ptr);
+  poplar_plugin_blob_result_object_meta_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (poplar_plugin_blob_object_meta_t) {
+        (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 8))), (*((size_t*) (ptr + (8+1*sizeof(void*))))) },
+        (uint64_t) (uint64_t) (*((int64_t*) (ptr + (8+2*sizeof(void*))))),
+        (int64_t) *((int64_t*) (ptr + (16+2*sizeof(void*)))),
+      };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_put(filter_plugin_string_t *key, filter_plugin_list_u8_t *data, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_put((uint8_t *) (*key).ptr, (*key).len, (uint8_t *) (*data).ptr, (*data).len, ptr);
+  poplar_plugin_blob_result_void_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_put_message(filter_plugin_string_t *key, poplar_plugin_blob_borrow_message_t msg, uint64_t *ret, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(16+2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_put_message((uint8_t *) (*key).ptr, (*key).len, (msg).__handle, ptr);
+  poplar_plugin_blob_result_u64_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (uint64_t) (*((int64_t*) (ptr + 8)));
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + 8));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (8+1*sizeof(void*))))), (*((size_t*) (ptr + (8+2*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_delete(filter_plugin_string_t *key, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_delete((uint8_t *) (*key).ptr, (*key).len, ptr);
+  poplar_plugin_blob_result_void_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool poplar_plugin_blob_list_objects(filter_plugin_string_t *prefix, filter_plugin_string_t *maybe_after, uint32_t limit, poplar_plugin_blob_list_object_meta_t *ret, poplar_plugin_blob_blob_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  filter_plugin_option_string_t after;
+  after.is_some = maybe_after != NULL;if (maybe_after) {
+    after.val = *maybe_after;
+  }
+  int32_t option;
+  uint8_t * option1;
+  size_t option2;
+  if ((after).is_some) {
+    const filter_plugin_string_t *payload0 = &(after).val;
+    option = 1;
+    option1 = (uint8_t *) (*payload0).ptr;
+    option2 = (*payload0).len;
+  } else {
+    option = 0;
+    option1 = 0;
+    option2 = 0;
+  }
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_poplar_plugin_blob_list_objects((uint8_t *) (*prefix).ptr, (*prefix).len, option, option1, option2, (int32_t) (limit), ptr);
+  poplar_plugin_blob_result_list_object_meta_blob_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (poplar_plugin_blob_list_object_meta_t) { (poplar_plugin_blob_object_meta_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      poplar_plugin_blob_blob_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.unavailable = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.other = (filter_plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+__attribute__((__export_name__("poplar:plugin/filter@0.2.0#validate")))
 uint8_t * __wasm_export_exports_poplar_plugin_filter_validate(void) {
   exports_poplar_plugin_filter_result_void_string_t ret;
   filter_plugin_string_t err;
@@ -325,7 +1288,7 @@ uint8_t * __wasm_export_exports_poplar_plugin_filter_validate(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("poplar:plugin/filter@0.1.0#classify")))
+__attribute__((__export_name__("poplar:plugin/filter@0.2.0#classify")))
 uint8_t * __wasm_export_exports_poplar_plugin_filter_classify(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, uint8_t * arg3, size_t arg4, int32_t arg5, uint8_t * arg6, size_t arg7, uint8_t * arg8, size_t arg9, int32_t arg10) {
   int32_t borrow = 0;
   filter_plugin_option_string_t option;
@@ -350,42 +1313,57 @@ uint8_t * __wasm_export_exports_poplar_plugin_filter_classify(uint8_t * arg, siz
     },
     (filter_plugin_string_t) (filter_plugin_string_t) { (uint8_t*)(arg8), (arg9) },
   };
-  exports_poplar_plugin_filter_verdict_t ret;
-  exports_poplar_plugin_filter_classify(&arg11, (exports_poplar_plugin_filter_borrow_message_t) { arg10 }, &ret);
-  uint8_t *ptr = (uint8_t *) &RET_AREA;
-  switch ((int32_t) ((ret).action).tag) {
-    case 0: {
-      *((int8_t*)(ptr + 0)) = 0;
-      break;
-    }
-    case 1: {
-      const filter_plugin_string_t *payload12 = &((ret).action).val.reject;
-      *((int8_t*)(ptr + 0)) = 1;
-      *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload12).len;
-      *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload12).ptr;
-      break;
-    }
-    case 2: {
-      const filter_plugin_string_t *payload13 = &((ret).action).val.temp_fail;
-      *((int8_t*)(ptr + 0)) = 2;
-      *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload13).len;
-      *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload13).ptr;
-      break;
-    }
-    case 3: {
-      *((int8_t*)(ptr + 0)) = 3;
-      break;
-    }
-    case 4: {
-      const filter_plugin_string_t *payload15 = &((ret).action).val.file_into;
-      *((int8_t*)(ptr + 0)) = 4;
-      *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload15).len;
-      *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload15).ptr;
-      break;
-    }
+  exports_poplar_plugin_filter_result_verdict_string_t ret;
+  exports_poplar_plugin_filter_verdict_t ok;
+  filter_plugin_string_t err;
+  ret.is_err = !exports_poplar_plugin_filter_classify(&arg11, (exports_poplar_plugin_filter_borrow_message_t) { arg10 }, &ok, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
   }
-  *((size_t*)(ptr + (4*sizeof(void*)))) = ((ret).add_headers).len;
-  *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((ret).add_headers).ptr;
+  if (!ret.is_err) {
+    ret.val.ok = ok;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const filter_plugin_string_t *payload17 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload17).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload17).ptr;
+  } else {
+    const exports_poplar_plugin_filter_verdict_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
+    switch ((int32_t) ((*payload).action).tag) {
+      case 0: {
+        *((int8_t*)(ptr + sizeof(void*))) = 0;
+        break;
+      }
+      case 1: {
+        const filter_plugin_string_t *payload13 = &((*payload).action).val.reject;
+        *((int8_t*)(ptr + sizeof(void*))) = 1;
+        *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload13).len;
+        *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload13).ptr;
+        break;
+      }
+      case 2: {
+        const filter_plugin_string_t *payload14 = &((*payload).action).val.temp_fail;
+        *((int8_t*)(ptr + sizeof(void*))) = 2;
+        *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload14).len;
+        *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload14).ptr;
+        break;
+      }
+      case 3: {
+        *((int8_t*)(ptr + sizeof(void*))) = 3;
+        break;
+      }
+      case 4: {
+        const filter_plugin_string_t *payload16 = &((*payload).action).val.file_into;
+        *((int8_t*)(ptr + sizeof(void*))) = 4;
+        *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload16).len;
+        *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload16).ptr;
+        break;
+      }
+    }
+    *((size_t*)(ptr + (5*sizeof(void*)))) = ((*payload).add_headers).len;
+    *((uint8_t **)(ptr + (4*sizeof(void*)))) = (uint8_t *) ((*payload).add_headers).ptr;
+  }
   if (borrow != 0) {
     __wasm_import_poplar_plugin_message_message_drop(borrow);
   }

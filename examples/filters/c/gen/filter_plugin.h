@@ -46,9 +46,10 @@ typedef struct poplar_plugin_types_peer_t {
 typedef struct poplar_plugin_types_header_t {
   // Field name as it appears in the message, e.g. `Subject`.
   filter_plugin_string_t   name;
-  // Field value with the leading space removed and folding undone
-  // (CRLF/LF followed by whitespace replaced by the whitespace). Bytes
-  // that are not UTF-8 are replaced with U+FFFD.
+  // Field value with the leading whitespace removed, folding undone
+  // and RFC 2047 encoded-words decoded. Bytes that are not UTF-8 are
+  // replaced with U+FFFD; read the raw header block with `read` when
+  // the exact bytes matter.
   filter_plugin_string_t   value;
 } poplar_plugin_types_header_t;
 
@@ -66,6 +67,25 @@ typedef struct poplar_plugin_types_mailbox_t {
   // (Maildir++ stores it as the directory `.Junk`).
   filter_plugin_option_string_t   folder;
 } poplar_plugin_types_mailbox_t;
+
+// What the UPDATE state does with a message the client marked with
+// DELE (Dovecot's `pop3_delete_type`). Chosen by the operator per
+// server, or per user through the auth plugin's policy.
+typedef struct poplar_plugin_types_dele_action_t {
+  uint8_t tag;
+  union {
+    filter_plugin_string_t     move_to;
+  } val;
+} poplar_plugin_types_dele_action_t;
+
+// Remove the message for good (the default).
+#define POPLAR_PLUGIN_TYPES_DELE_ACTION_EXPUNGE 0
+// Keep the message but flag it as deleted (Maildir's `T` flag, an
+// IMAP `\Deleted`); POP3 listings no longer show it.
+#define POPLAR_PLUGIN_TYPES_DELE_ACTION_FLAG 1
+// Move the message into this folder of the same user (e.g.
+// `Trash`), creating the folder if needed.
+#define POPLAR_PLUGIN_TYPES_DELE_ACTION_MOVE_TO 2
 
 typedef poplar_plugin_types_header_t poplar_plugin_message_header_t;
 
@@ -87,6 +107,210 @@ typedef struct {
   size_t len;
 } filter_plugin_list_u8_t;
 
+typedef struct {
+  filter_plugin_string_t *ptr;
+  size_t len;
+} filter_plugin_list_string_t;
+
+typedef struct {
+  int64_t *ptr;
+  size_t len;
+} filter_plugin_list_s64_t;
+
+// A parameter or a column value. A column of a type not listed here
+// is returned as its text form (`text`).
+typedef struct poplar_plugin_sql_value_t {
+  uint8_t tag;
+  union {
+    bool     boolean;
+    int32_t     int32;
+    int64_t     int64;
+    double     float64;
+    filter_plugin_string_t     text;
+    filter_plugin_list_u8_t     bytes;
+    filter_plugin_list_string_t     text_array;
+    filter_plugin_list_s64_t     int64_array;
+  } val;
+} poplar_plugin_sql_value_t;
+
+#define POPLAR_PLUGIN_SQL_VALUE_NULL 0
+#define POPLAR_PLUGIN_SQL_VALUE_BOOLEAN 1
+#define POPLAR_PLUGIN_SQL_VALUE_INT32 2
+#define POPLAR_PLUGIN_SQL_VALUE_INT64 3
+#define POPLAR_PLUGIN_SQL_VALUE_FLOAT64 4
+#define POPLAR_PLUGIN_SQL_VALUE_TEXT 5
+#define POPLAR_PLUGIN_SQL_VALUE_BYTES 6
+// `text[]`, e.g. for `= ANY($1)`.
+#define POPLAR_PLUGIN_SQL_VALUE_TEXT_ARRAY 7
+// `bigint[]`.
+#define POPLAR_PLUGIN_SQL_VALUE_INT64_ARRAY 8
+
+typedef struct {
+  poplar_plugin_sql_value_t *ptr;
+  size_t len;
+} poplar_plugin_sql_list_value_t;
+
+typedef struct {
+  poplar_plugin_sql_list_value_t *ptr;
+  size_t len;
+} poplar_plugin_sql_list_list_value_t;
+
+// The rows a statement returned.
+typedef struct poplar_plugin_sql_rows_t {
+  // Column names, in order.
+  filter_plugin_list_string_t   columns;
+  // One list of values per row, in column order.
+  poplar_plugin_sql_list_list_value_t   rows;
+} poplar_plugin_sql_rows_t;
+
+// Why a statement failed.
+typedef struct poplar_plugin_sql_sql_error_t {
+  uint8_t tag;
+  union {
+    filter_plugin_string_t     unavailable;
+    filter_plugin_string_t     timeout;
+    filter_plugin_tuple2_string_string_t     database;
+    filter_plugin_string_t     other;
+  } val;
+} poplar_plugin_sql_sql_error_t;
+
+// The plugin has no `sql` grant in the server's configuration.
+#define POPLAR_PLUGIN_SQL_SQL_ERROR_NOT_GRANTED 0
+// No connection could be had (database down, pool exhausted past
+// its wait time, connect timeout). Try again later.
+#define POPLAR_PLUGIN_SQL_SQL_ERROR_UNAVAILABLE 1
+// The statement ran past the statement timeout or the call's
+// deadline and was cancelled.
+#define POPLAR_PLUGIN_SQL_SQL_ERROR_TIMEOUT 2
+// The database refused the statement: SQLSTATE code (e.g. `23505`
+// unique violation, `40001` serialization failure) and message.
+#define POPLAR_PLUGIN_SQL_SQL_ERROR_DATABASE 3
+// Anything else: a parameter that does not fit the statement, a
+// transaction used after it ended.
+#define POPLAR_PLUGIN_SQL_SQL_ERROR_OTHER 4
+
+// Isolation level of a transaction.
+typedef uint8_t poplar_plugin_sql_isolation_t;
+
+#define POPLAR_PLUGIN_SQL_ISOLATION_READ_COMMITTED 0
+#define POPLAR_PLUGIN_SQL_ISOLATION_REPEATABLE_READ 1
+#define POPLAR_PLUGIN_SQL_ISOLATION_SERIALIZABLE 2
+
+typedef struct poplar_plugin_sql_own_transaction_t {
+  int32_t __handle;
+} poplar_plugin_sql_own_transaction_t;
+
+typedef struct poplar_plugin_sql_borrow_transaction_t {
+  int32_t __handle;
+} poplar_plugin_sql_borrow_transaction_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_sql_rows_t ok;
+    poplar_plugin_sql_sql_error_t err;
+  } val;
+} poplar_plugin_sql_result_rows_sql_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    uint64_t ok;
+    poplar_plugin_sql_sql_error_t err;
+  } val;
+} poplar_plugin_sql_result_u64_sql_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_sql_sql_error_t err;
+  } val;
+} poplar_plugin_sql_result_void_sql_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_sql_own_transaction_t ok;
+    poplar_plugin_sql_sql_error_t err;
+  } val;
+} poplar_plugin_sql_result_own_transaction_sql_error_t;
+
+// Why an object-store call failed.
+typedef struct poplar_plugin_blob_blob_error_t {
+  uint8_t tag;
+  union {
+    filter_plugin_string_t     unavailable;
+    filter_plugin_string_t     other;
+  } val;
+} poplar_plugin_blob_blob_error_t;
+
+// The plugin has no `blob` grant in the server's configuration.
+#define POPLAR_PLUGIN_BLOB_BLOB_ERROR_NOT_GRANTED 0
+// The object does not exist.
+#define POPLAR_PLUGIN_BLOB_BLOB_ERROR_NOT_FOUND 1
+// The store cannot be reached or answered with a server error
+// after the host's retries. Try again later.
+#define POPLAR_PLUGIN_BLOB_BLOB_ERROR_UNAVAILABLE 2
+// Anything else (a key with characters the store refuses, a
+// range past the end).
+#define POPLAR_PLUGIN_BLOB_BLOB_ERROR_OTHER 3
+
+// What the store knows of one object.
+typedef struct poplar_plugin_blob_object_meta_t {
+  // The key, relative to the granted prefix.
+  filter_plugin_string_t   key;
+  // Size in octets.
+  uint64_t   size;
+  // Last modified, in seconds since the Unix epoch.
+  int64_t   modified;
+} poplar_plugin_blob_object_meta_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    filter_plugin_list_u8_t ok;
+    poplar_plugin_blob_blob_error_t err;
+  } val;
+} poplar_plugin_blob_result_list_u8_blob_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_blob_object_meta_t ok;
+    poplar_plugin_blob_blob_error_t err;
+  } val;
+} poplar_plugin_blob_result_object_meta_blob_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_blob_blob_error_t err;
+  } val;
+} poplar_plugin_blob_result_void_blob_error_t;
+
+typedef poplar_plugin_message_borrow_message_t poplar_plugin_blob_borrow_message_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    uint64_t ok;
+    poplar_plugin_blob_blob_error_t err;
+  } val;
+} poplar_plugin_blob_result_u64_blob_error_t;
+
+typedef struct {
+  poplar_plugin_blob_object_meta_t *ptr;
+  size_t len;
+} poplar_plugin_blob_list_object_meta_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    poplar_plugin_blob_list_object_meta_t ok;
+    poplar_plugin_blob_blob_error_t err;
+  } val;
+} poplar_plugin_blob_result_list_object_meta_blob_error_t;
+
 typedef poplar_plugin_types_header_t exports_poplar_plugin_filter_header_t;
 
 typedef poplar_plugin_types_mailbox_t exports_poplar_plugin_filter_mailbox_t;
@@ -99,7 +323,8 @@ typedef struct exports_poplar_plugin_filter_envelope_t {
   // The recipient address as given in `RCPT TO`, without the angle
   // brackets (a `+detail` is kept).
   filter_plugin_string_t   rcpt_to;
-  // Where the message will be stored unless a verdict changes it.
+  // Where the message will be stored unless a verdict changes it;
+  // `target.user` is the recipient's principal.
   exports_poplar_plugin_filter_mailbox_t   target;
   // The delivering client's address, empty for local delivery.
   filter_plugin_string_t   client_address;
@@ -147,9 +372,18 @@ typedef struct {
 
 typedef poplar_plugin_message_borrow_message_t exports_poplar_plugin_filter_borrow_message_t;
 
-// Imported Functions from `poplar:plugin/host@0.1.0`
+typedef struct {
+  bool is_err;
+  union {
+    exports_poplar_plugin_filter_verdict_t ok;
+    filter_plugin_string_t err;
+  } val;
+} exports_poplar_plugin_filter_result_verdict_string_t;
+
+// Imported Functions from `poplar:plugin/host@0.2.0`
 // Writes one line to the server's log, tagged with the plugin's name.
-// The host rate-limits and truncates very long messages.
+// The host cuts lines at 2 KiB and keeps at most 100 lines per call
+// (it says once that it dropped the rest).
 extern void poplar_plugin_host_log(poplar_plugin_host_level_t level, filter_plugin_string_t *message);
 // The plugin's own configuration table (`[<plugin>.config]` in the
 // server's TOML file), flattened: nested keys are joined with `.`,
@@ -160,7 +394,7 @@ extern void poplar_plugin_host_config(filter_plugin_list_tuple2_string_string_t 
 // want structured values (lists of rules, nested tables).
 extern void poplar_plugin_host_config_toml(filter_plugin_string_t *ret);
 
-// Imported Functions from `poplar:plugin/message@0.1.0`
+// Imported Functions from `poplar:plugin/message@0.2.0`
 // Total size of the message in octets.
 extern uint64_t poplar_plugin_message_method_message_size(poplar_plugin_message_borrow_message_t self);
 // The header block, parsed once by the host.
@@ -173,10 +407,50 @@ extern uint64_t poplar_plugin_message_method_message_body_offset(poplar_plugin_m
 // octets only at the end of the message, and an empty list at or
 // past the end.
 extern void poplar_plugin_message_method_message_read(poplar_plugin_message_borrow_message_t self, uint64_t offset, uint32_t len, filter_plugin_list_u8_t *ret);
+// The SHA-256 of the whole message (all `size` octets), as 64
+// lower-case hex digits; computed once by the host. A content
+// address for object stores.
+extern void poplar_plugin_message_method_message_digest(poplar_plugin_message_borrow_message_t self, filter_plugin_string_t *ret);
 
-// Exported Functions from `poplar:plugin/filter@0.1.0`
+// Imported Functions from `poplar:plugin/sql@0.2.0`
+// Runs a statement that returns rows.
+extern bool poplar_plugin_sql_method_transaction_query(poplar_plugin_sql_borrow_transaction_t self, filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, poplar_plugin_sql_rows_t *ret, poplar_plugin_sql_sql_error_t *err);
+// Runs a statement and returns the number of rows it changed.
+extern bool poplar_plugin_sql_method_transaction_execute(poplar_plugin_sql_borrow_transaction_t self, filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, uint64_t *ret, poplar_plugin_sql_sql_error_t *err);
+// Commits and ends the transaction.
+extern bool poplar_plugin_sql_static_transaction_commit(poplar_plugin_sql_own_transaction_t tx, poplar_plugin_sql_sql_error_t *err);
+// Runs one statement in its own transaction and returns its rows.
+extern bool poplar_plugin_sql_query(filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, poplar_plugin_sql_rows_t *ret, poplar_plugin_sql_sql_error_t *err);
+// Runs one statement in its own transaction and returns the number of
+// rows it changed.
+extern bool poplar_plugin_sql_execute(filter_plugin_string_t *statement, poplar_plugin_sql_list_value_t *params, uint64_t *ret, poplar_plugin_sql_sql_error_t *err);
+// Runs several `;`-separated statements without parameters, in one
+// transaction (schema migrations).
+extern bool poplar_plugin_sql_batch(filter_plugin_string_t *statements, poplar_plugin_sql_sql_error_t *err);
+// Starts a transaction.
+extern bool poplar_plugin_sql_begin(poplar_plugin_sql_isolation_t level, poplar_plugin_sql_own_transaction_t *ret, poplar_plugin_sql_sql_error_t *err);
+
+// Imported Functions from `poplar:plugin/blob@0.2.0`
+// Reads up to `len` octets (at most 1 MiB) of `key` from `offset`.
+// Fewer octets are returned only at the end of the object.
+extern bool poplar_plugin_blob_get(filter_plugin_string_t *key, uint64_t offset, uint32_t len, filter_plugin_list_u8_t *ret, poplar_plugin_blob_blob_error_t *err);
+// The object's metadata, or `not-found`.
+extern bool poplar_plugin_blob_head(filter_plugin_string_t *key, poplar_plugin_blob_object_meta_t *ret, poplar_plugin_blob_blob_error_t *err);
+// Stores `data` under `key` (at most 1 MiB: larger objects come from
+// a message through `put-message`), replacing any object there.
+extern bool poplar_plugin_blob_put(filter_plugin_string_t *key, filter_plugin_list_u8_t *data, poplar_plugin_blob_blob_error_t *err);
+// Streams a whole message to `key` without copying it through the
+// plugin; returns the octets stored.
+extern bool poplar_plugin_blob_put_message(filter_plugin_string_t *key, poplar_plugin_blob_borrow_message_t msg, uint64_t *ret, poplar_plugin_blob_blob_error_t *err);
+// Removes `key`; removing an object that does not exist succeeds.
+extern bool poplar_plugin_blob_delete(filter_plugin_string_t *key, poplar_plugin_blob_blob_error_t *err);
+// Objects whose key starts with `prefix`, in key order, starting after
+// `after` (for paging), at most `limit` of them.
+extern bool poplar_plugin_blob_list_objects(filter_plugin_string_t *prefix, filter_plugin_string_t *maybe_after, uint32_t limit, poplar_plugin_blob_list_object_meta_t *ret, poplar_plugin_blob_blob_error_t *err);
+
+// Exported Functions from `poplar:plugin/filter@0.2.0`
 bool exports_poplar_plugin_filter_validate(filter_plugin_string_t *err);
-void exports_poplar_plugin_filter_classify(exports_poplar_plugin_filter_envelope_t *env, exports_poplar_plugin_filter_borrow_message_t msg, exports_poplar_plugin_filter_verdict_t *ret);
+bool exports_poplar_plugin_filter_classify(exports_poplar_plugin_filter_envelope_t *env, exports_poplar_plugin_filter_borrow_message_t msg, exports_poplar_plugin_filter_verdict_t *ret, filter_plugin_string_t *err);
 
 // Helper Functions
 
@@ -192,6 +466,8 @@ void filter_plugin_option_string_free(filter_plugin_option_string_t *ptr);
 
 void poplar_plugin_types_mailbox_free(poplar_plugin_types_mailbox_t *ptr);
 
+void poplar_plugin_types_dele_action_free(poplar_plugin_types_dele_action_t *ptr);
+
 void poplar_plugin_message_header_free(poplar_plugin_message_header_t *ptr);
 
 extern void poplar_plugin_message_message_drop_own(poplar_plugin_message_own_message_t handle);
@@ -201,6 +477,48 @@ extern poplar_plugin_message_borrow_message_t poplar_plugin_message_borrow_messa
 void poplar_plugin_message_list_header_free(poplar_plugin_message_list_header_t *ptr);
 
 void filter_plugin_list_u8_free(filter_plugin_list_u8_t *ptr);
+
+void filter_plugin_list_string_free(filter_plugin_list_string_t *ptr);
+
+void filter_plugin_list_s64_free(filter_plugin_list_s64_t *ptr);
+
+void poplar_plugin_sql_value_free(poplar_plugin_sql_value_t *ptr);
+
+void poplar_plugin_sql_list_value_free(poplar_plugin_sql_list_value_t *ptr);
+
+void poplar_plugin_sql_list_list_value_free(poplar_plugin_sql_list_list_value_t *ptr);
+
+void poplar_plugin_sql_rows_free(poplar_plugin_sql_rows_t *ptr);
+
+void poplar_plugin_sql_sql_error_free(poplar_plugin_sql_sql_error_t *ptr);
+
+extern void poplar_plugin_sql_transaction_drop_own(poplar_plugin_sql_own_transaction_t handle);
+
+extern poplar_plugin_sql_borrow_transaction_t poplar_plugin_sql_borrow_transaction(poplar_plugin_sql_own_transaction_t handle);
+
+void poplar_plugin_sql_result_rows_sql_error_free(poplar_plugin_sql_result_rows_sql_error_t *ptr);
+
+void poplar_plugin_sql_result_u64_sql_error_free(poplar_plugin_sql_result_u64_sql_error_t *ptr);
+
+void poplar_plugin_sql_result_void_sql_error_free(poplar_plugin_sql_result_void_sql_error_t *ptr);
+
+void poplar_plugin_sql_result_own_transaction_sql_error_free(poplar_plugin_sql_result_own_transaction_sql_error_t *ptr);
+
+void poplar_plugin_blob_blob_error_free(poplar_plugin_blob_blob_error_t *ptr);
+
+void poplar_plugin_blob_object_meta_free(poplar_plugin_blob_object_meta_t *ptr);
+
+void poplar_plugin_blob_result_list_u8_blob_error_free(poplar_plugin_blob_result_list_u8_blob_error_t *ptr);
+
+void poplar_plugin_blob_result_object_meta_blob_error_free(poplar_plugin_blob_result_object_meta_blob_error_t *ptr);
+
+void poplar_plugin_blob_result_void_blob_error_free(poplar_plugin_blob_result_void_blob_error_t *ptr);
+
+void poplar_plugin_blob_result_u64_blob_error_free(poplar_plugin_blob_result_u64_blob_error_t *ptr);
+
+void poplar_plugin_blob_list_object_meta_free(poplar_plugin_blob_list_object_meta_t *ptr);
+
+void poplar_plugin_blob_result_list_object_meta_blob_error_free(poplar_plugin_blob_result_list_object_meta_blob_error_t *ptr);
 
 void exports_poplar_plugin_filter_header_free(exports_poplar_plugin_filter_header_t *ptr);
 
@@ -215,6 +533,8 @@ void exports_poplar_plugin_filter_list_header_free(exports_poplar_plugin_filter_
 void exports_poplar_plugin_filter_verdict_free(exports_poplar_plugin_filter_verdict_t *ptr);
 
 void exports_poplar_plugin_filter_result_void_string_free(exports_poplar_plugin_filter_result_void_string_t *ptr);
+
+void exports_poplar_plugin_filter_result_verdict_string_free(exports_poplar_plugin_filter_result_verdict_string_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void filter_plugin_string_set(filter_plugin_string_t *ret, const char*s);

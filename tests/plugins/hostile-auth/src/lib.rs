@@ -18,11 +18,19 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "auth-plugin" });
 
 use exports::poplar::plugin::auth::{
-    Decision, Guest, Login, Peer, SecretKind, SecretLookup, UserLookup,
+    Decision, Grant, Guest, Login, Peer, SecretKind, SecretLookup, UserLookup,
 };
 use poplar::plugin::host::{Level, log};
 
 struct Plugin;
+
+/// A login as `principal`, with the server's POP3 settings.
+fn grant(principal: &str) -> Grant {
+    Grant {
+        principal: principal.into(),
+        policy: None,
+    }
+}
 
 /// Recurses until the stack runs out; the frame is kept big and alive so
 /// the compiler can neither shrink it nor turn the recursion into a loop.
@@ -73,8 +81,8 @@ impl Guest for Plugin {
                 }
                 Decision::Deny("flooded the log".into())
             }
-            "evil-principal" => Decision::Allow("../../etc".into()),
-            user if attempt.credential == "ok" => Decision::Allow(user.to_string()),
+            "evil-principal" => Decision::Allow(grant("../../etc")),
+            user if attempt.credential == "ok" => Decision::Allow(grant(user)),
             _ => Decision::Deny("wrong password".into()),
         }
     }

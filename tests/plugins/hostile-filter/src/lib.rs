@@ -8,6 +8,8 @@
 //! - `BADFOLDER`: files the message into `../escape`, a folder name the
 //!   storage must refuse.
 //! - `REJECT`: rejects the message.
+//! - `ERROR`: cannot decide: `classify` returns an error (the host applies
+//!   the chain entry's `on_failure`, as for a trap).
 //! - `NET <ip:port>`: tries to open a TCP connection there and reports in
 //!   `X-Hostile-Net` whether the sandbox let it (`connected` or the error).
 //! - `ENV <NAME>`: reports the variable in `X-Hostile-Env` (`unset` if the
@@ -26,7 +28,7 @@ impl Guest for Plugin {
         Ok(())
     }
 
-    fn classify(_env: Envelope, msg: &Message) -> Verdict {
+    fn classify(_env: Envelope, msg: &Message) -> Result<Verdict, String> {
         let subject = msg
             .headers()
             .into_iter()
@@ -68,16 +70,17 @@ impl Guest for Plugin {
             }
             "BADFOLDER" => Action::FileInto("../escape".into()),
             "REJECT" => Action::Reject("hostile filter says no".into()),
+            "ERROR" => return Err("hostile filter cannot decide on purpose".into()),
             _ => Action::Accept,
         };
         add_headers.push(Header {
             name: "X-Hostile".into(),
             value: "passed".into(),
         });
-        Verdict {
+        Ok(Verdict {
             action,
             add_headers,
-        }
+        })
     }
 }
 
