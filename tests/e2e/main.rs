@@ -10,6 +10,7 @@ mod harness;
 mod hostile_plugins;
 mod languages;
 mod migration;
+mod monitoring;
 mod operator;
 mod postfix;
 mod protocol;
