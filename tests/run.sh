@@ -7,8 +7,8 @@
 #
 # Installs what is missing first (as root, from Debian's packages, PyPI and
 # npm): the wasm32-wasip2 target, the client programs, Postfix, Dovecot,
-# promtool and the example filters' toolchains; then builds the example
-# filters.
+# promtool, man, zsh and fish, and the example filters' toolchains; then
+# builds the example filters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +16,9 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
 packages=(curl fetchmail mpop openssl python3 postfix dovecot-core dovecot-pop3d)
 # Installed without their recommends: prometheus is here for promtool (the
-# alert rules' checks), not for node-exporter and the disk and IPMI tools.
-lean=(prometheus)
+# alert rules' checks), not for node-exporter and the disk and IPMI tools;
+# man-db, zsh and fish check the generated manual pages and completions.
+lean=(prometheus man-db zsh fish)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 missing_lean=()

@@ -9,6 +9,7 @@ mod delivery;
 mod harness;
 mod hostile_plugins;
 mod languages;
+mod manuals;
 mod migration;
 mod monitoring;
 mod operator;

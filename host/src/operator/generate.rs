@@ -74,9 +74,13 @@ pub fn man_pages(cli: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Completion scripts for bash, zsh and fish.
-pub fn completions(mut cli: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn completions(cli: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = cli.get_name().to_string();
+    // clap names are `&'static str` here (no "string" feature): keep the
+    // original alive for this short command's life to borrow its names.
+    let cli: &'static clap::Command = Box::leak(Box::new(cli));
+    let mut cli = without_hidden(cli);
     [Shell::Bash, Shell::Zsh, Shell::Fish]
         .into_iter()
         .map(|shell| {
@@ -84,6 +88,25 @@ pub fn completions(mut cli: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
                 .with_context(|| format!("writing {shell} completions into {}", dir.display()))
         })
         .collect()
+}
+
+/// The command without its hidden subcommands (`generate`), which
+/// clap_complete would otherwise offer.
+fn without_hidden(cmd: &'static clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name());
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(version);
+    }
+    for arg in cmd.get_arguments() {
+        out = out.arg(arg.clone());
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out = out.subcommand(without_hidden(sub));
+    }
+    out
 }
 
 /// A self-signed certificate for `hostname` and loopback, for a server
