@@ -191,6 +191,14 @@ if in_netns curl -sS --cacert /etc/poplar/tls/cert.pem -u 'alice:wrong' pop3s://
 fi
 in_netns curl -sS http://127.0.0.1:9110/metrics >"$work/metrics"
 grep -q '^poplar_logins_total{result="ok"} 2$' "$work/metrics" || fail "metrics do not count the logins"
+# Port 110 without STLS: allowed from loopback (an IPv4 client of the
+# [::] listener included), as the packaged plaintext_auth says.
+reply=$(in_netns bash -c 'exec 3<>/dev/tcp/127.0.0.1/110; read -r _ <&3
+  printf "USER alice\r\n" >&3; read -r _ <&3
+  printf "PASS correct horse\r\n" >&3; read -r reply <&3
+  printf "QUIT\r\n" >&3; echo "$reply"')
+echo "port 110, USER/PASS from 127.0.0.1: $reply"
+case "$reply" in "+OK Logged in"*) ;; *) fail "plain login from loopback refused" ;; esac
 stop_server
 
 step "upgrading to $(basename "$deb2"): the edited configuration stays"
