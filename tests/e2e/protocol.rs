@@ -561,7 +561,7 @@ fn ipv4_loopback_on_a_dual_stack_listener_may_log_in_without_tls() {
         .local_addr()
         .unwrap()
         .port();
-    let s = alice_server_with(Options {
+    let _server = alice_server_with(Options {
         extra: format!("[[listener]]\naddress = \"[::]:{port}\"\n"),
         ..Options::default()
     });
