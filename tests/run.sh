@@ -7,20 +7,26 @@
 #
 # Installs what is missing first (as root, from Debian's packages, PyPI and
 # npm): the wasm32-wasip2 target, the client programs, Postfix, Dovecot,
-# and the example filters' toolchains; then builds the example filters.
+# promtool, man, zsh and fish, and the example filters' toolchains; then
+# builds the example filters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
 packages=(curl fetchmail mpop openssl python3 postfix dovecot-core dovecot-pop3d)
+# Installed without their recommends: prometheus is here for promtool (the
+# alert rules' checks), not for node-exporter and the disk and IPMI tools;
+# man-db, zsh and fish check the generated manual pages and completions.
+lean=(prometheus man-db zsh fish)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+missing_lean=()
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+for p in "${lean[@]}"; do installed "$p" || missing_lean+=("$p"); done
+if [ $((${#missing[@]} + ${#missing_lean[@]})) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing: ${missing[*]}"
+    echo "installing: ${missing[*]} ${missing_lean[*]}"
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     # The tests start their own Postfix and Dovecot on free loopback ports:
     # keep the packages' maintainer scripts from starting the system-wide
@@ -34,10 +40,16 @@ if [ ${#missing[@]} -gt 0 ]; then
       trap 'rm -f "$policy"' EXIT
     fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ${#missing_lean[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing_lean[@]}" >/dev/null
+    fi
     if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
   else
-    echo "missing packages: ${missing[*]} (run this script as root, or apt-get install them)" >&2
+    echo "missing packages: ${missing[*]} ${missing_lean[*]} (run this script as root, or apt-get install them)" >&2
     exit 1
   fi
 fi

@@ -4,7 +4,8 @@
 //! Layout, following the data path:
 //!
 //! - [`config`]: the TOML configuration, validated once with errors that
-//!   name the key at fault.
+//!   name the key at fault; [`config_doc`] makes `poplar.toml(5)` from the
+//!   annotated example and holds the example and the config to each other.
 //! - [`pop3`]: the protocol, sans I/O: command parser, line framing,
 //!   replies, RETR/TOP encoding and the session state machine. It lives in
 //!   the `poplar-proto` crate (`proto/`, with LMTP) so that fuzz targets
@@ -25,6 +26,7 @@
 //!   `mailbox list|stats|search|expunge` through the configured plugins.
 
 pub mod config;
+pub mod config_doc;
 pub mod deliver;
 pub mod demo;
 pub mod lease;

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use poplar::config::{Config, ListenerTls};
 use poplar::demo::{DEMO_PASSWORD, DEMO_USER, DemoPorts};
 use poplar::net::Server;
 use poplar::net::notify::{monotonic_usec, notify};
-use poplar::operator::{check, mailbox, pw, session};
+use poplar::operator::{check, generate, mailbox, pw, session};
 use poplar::service::activation::Activation;
 use poplar::service::privileges;
 use std::sync::Arc;
@@ -120,6 +120,13 @@ enum Cmd {
         #[command(subcommand)]
         command: session::SessionCmd,
     },
+    /// Manual pages, shell completions and a self-signed certificate, for
+    /// packaging and installation.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: generate::GenerateCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +214,7 @@ fn main() -> ExitCode {
         Cmd::Plugin {
             command: PluginCmd::Check { file, world },
         } => return plugin_check(&file, world),
+        Cmd::Generate { command } => return report(generate::run(command, Cli::command())),
         other => other,
     };
     // Socket activation edits the environment: read it while this is the
@@ -274,7 +282,9 @@ fn main() -> ExitCode {
             } => report(train(config, plugin, spam, ham).await),
             Cmd::Mailbox { command } => mailbox::run(command).await,
             Cmd::Session { command } => session::run(command).await,
-            Cmd::Pw { .. } | Cmd::Plugin { .. } => unreachable!("handled above"),
+            Cmd::Pw { .. } | Cmd::Plugin { .. } | Cmd::Generate { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }

@@ -551,6 +551,30 @@ fn plaintext_login_refused_before_tls_when_configured() {
     c.ok("QUIT");
 }
 
+/// A listener on `[::]` (the packaged configuration's) also serves IPv4
+/// clients, as IPv4-mapped addresses: 127.0.0.1 must still count as
+/// loopback for "tls-or-loopback".
+#[test]
+fn ipv4_loopback_on_a_dual_stack_listener_may_log_in_without_tls() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = alice_server_with(Options {
+        extra: format!("[[listener]]\naddress = \"[::]:{port}\"\n"),
+        ..Options::default()
+    });
+    for host in ["127.0.0.1", "[::1]"] {
+        let mut c = Client::plain(format!("{host}:{port}").parse().unwrap());
+        assert!(c.line().starts_with("+OK "));
+        c.ok("USER alice");
+        let r = c.cmd("PASS alice-pw");
+        assert!(r.starts_with("+OK Logged in"), "{host}: {r}");
+        c.ok("QUIT");
+    }
+}
+
 #[test]
 fn capa_advertises_login_delay_and_expire_from_config() {
     let s = TestServer::start_with(Options {

@@ -111,7 +111,8 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
     };
     let plaintext_without_tls = match shared.config.pop3.plaintext_auth {
         PlaintextAuth::Always => true,
-        PlaintextAuth::TlsOrLoopback => peer.ip().is_loopback(),
+        // A `[::]` listener sees IPv4 clients as ::ffff:a.b.c.d.
+        PlaintextAuth::TlsOrLoopback => peer.ip().to_canonical().is_loopback(),
         PlaintextAuth::TlsOnly => false,
     };
     let n = CONNECTION_COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -4,10 +4,13 @@
 //! [`mailbox`] lists, measures, searches and expunges one user's mail
 //! through the configured plugins (`poplar mailbox`); [`session`] shows who
 //! holds which maildrop on which node and ends a user's sessions (`poplar
-//! session`). [`exit`] holds the exit codes they all use.
+//! session`). [`generate`] writes the manual pages, shell completions and
+//! installation certificate a package needs (`poplar generate`, hidden).
+//! [`exit`] holds the exit codes they all use.
 
 pub mod check;
 pub mod exit;
+pub mod generate;
 pub mod mailbox;
 pub mod pw;
 pub mod session;
