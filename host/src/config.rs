@@ -216,6 +216,15 @@ pub struct ServerConfig {
     /// (2000 → 2, 4, 8, 15 s). 0 turns the penalty off.
     #[serde(default = "default_failed_login_delay")]
     pub failed_login_delay_ms: u64,
+    /// IPv4 clients whose addresses share this many leading bits share one
+    /// failed-login penalty (default 32: each address on its own).
+    #[serde(default = "default_ipv4_prefix")]
+    pub failed_login_ipv4_prefix: u8,
+    /// IPv6 clients whose addresses share this many leading bits share one
+    /// failed-login penalty (default 64: a subscriber's whole network, from
+    /// which an attacker could otherwise use a fresh address per guess).
+    #[serde(default = "default_ipv6_prefix")]
+    pub failed_login_ipv6_prefix: u8,
     /// Started as root, become this user once the listeners are bound and
     /// the TLS key is read, before any plugin loads (e.g. `"poplar"`).
     pub user: Option<String>,
@@ -233,6 +242,8 @@ impl Default for ServerConfig {
             trusted_networks: Vec::new(),
             proxy_trusted_networks: Vec::new(),
             failed_login_delay_ms: default_failed_login_delay(),
+            failed_login_ipv4_prefix: default_ipv4_prefix(),
+            failed_login_ipv6_prefix: default_ipv6_prefix(),
             user: None,
             group: None,
         }
@@ -253,6 +264,12 @@ fn default_max_connections_per_ip() -> usize {
 }
 fn default_failed_login_delay() -> u64 {
     2000
+}
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 /// How a listener uses TLS.
@@ -568,6 +585,12 @@ impl Config {
         if self.server.max_connections_per_ip == 0 {
             bail!("server.max_connections_per_ip must be at least 1");
         }
+        if self.server.failed_login_ipv4_prefix > 32 {
+            bail!("server.failed_login_ipv4_prefix must be 0 to 32");
+        }
+        if self.server.failed_login_ipv6_prefix > 128 {
+            bail!("server.failed_login_ipv6_prefix must be 0 to 128");
+        }
         for n in &self.server.trusted_networks {
             crate::net::guard::Network::parse(n)
                 .map_err(|e| anyhow::anyhow!("server.trusted_networks: {e}"))?;
@@ -725,6 +748,14 @@ mod tests {
                 "[server]\nproxy_trusted_networks = [\"10.0.0.0/40\"]\n\
                  [[listener]]\naddress = \"127.0.0.1:1\"",
                 "server.proxy_trusted_networks",
+            ),
+            (
+                "[server]\nfailed_login_ipv6_prefix = 129\n[[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.failed_login_ipv6_prefix must be 0 to 128",
+            ),
+            (
+                "[server]\nfailed_login_ipv4_prefix = 33\n[[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.failed_login_ipv4_prefix must be 0 to 32",
             ),
         ];
         for (extra, key) in cases {
