@@ -619,9 +619,12 @@ impl Config {
         }
         for (name, p) in [("auth", &self.auth), ("storage", &self.storage)] {
             p.validate(name)?;
+            p.keep_out_of_cache(name, self.runtime.cache_dir.as_deref())?;
         }
         for (name, p) in &self.filter {
-            p.validate(&format!("filter.{name}"))?;
+            let name = format!("filter.{name}");
+            p.validate(&name)?;
+            p.keep_out_of_cache(&name, self.runtime.cache_dir.as_deref())?;
         }
         for (i, step) in self.delivery.chain.iter().enumerate() {
             if !self.filter.contains_key(&step.filter) {
@@ -648,6 +651,37 @@ impl Config {
 }
 
 impl PluginConfig {
+    /// Refuses a writable grant that contains the compiled-plugin cache or
+    /// lies inside it: the cache holds native code the server loads at the
+    /// next start, outside the sandbox.
+    fn keep_out_of_cache(&self, name: &str, cache: Option<&Path>) -> Result<()> {
+        let Some(cache) = cache else {
+            return Ok(());
+        };
+        let cache = real_path(cache);
+        for (i, d) in self.dirs.iter().enumerate() {
+            if !d.writable {
+                continue;
+            }
+            let host = real_path(&d.host);
+            let how = if cache.starts_with(&host) {
+                "contains"
+            } else if host.starts_with(&cache) {
+                "is inside"
+            } else {
+                continue;
+            };
+            bail!(
+                "{name}.dirs[{i}]: the writable grant {} {how} runtime.cache_dir {}, where \
+                 compiled plugins are kept as native code that runs outside the sandbox; \
+                 move runtime.cache_dir out of it, or grant the directory read-only",
+                d.host.display(),
+                cache.display()
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self, name: &str) -> Result<()> {
         if !self.path.is_file() {
             bail!(
@@ -688,6 +722,25 @@ impl PluginConfig {
     }
 }
 
+/// `path` with symbolic links and `..` resolved as far as it exists (the
+/// cache directory may not exist before the first start).
+fn real_path(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,6 +754,63 @@ mod tests {
              dirs = [{{ host = \"mail\", guest = \"/mail\", writable = true }}]\n"
         );
         (dir, text)
+    }
+
+    #[test]
+    fn writable_grants_must_keep_out_of_the_plugin_cache() {
+        let refused = |toml: &str| {
+            let (dir, text) = with_plugins("[[listener]]\naddress = \"127.0.0.1:1\"");
+            std::fs::create_dir_all(dir.path().join("var/cache")).unwrap();
+            std::fs::create_dir_all(dir.path().join("mail/sub")).unwrap();
+            let text = format!("{text}{toml}");
+            Config::parse(&text, dir.path())
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let filter =
+            |dirs: &str| format!("[filter.spam]\npath = \"a.wasm\"\ndirs = [{dirs}]\n[runtime]\n");
+        // The default cache (.poplar-cache beside the config) inside a
+        // writable grant of the config's directory.
+        let e = refused(&filter(r#"{ host = ".", guest = "/d", writable = true }"#)).unwrap_err();
+        assert!(
+            e.contains("filter.spam.dirs[0]: the writable grant")
+                && e.contains("contains runtime.cache_dir")
+                && e.contains(".poplar-cache"),
+            "{e}"
+        );
+        // The cache named through `..`: the same directory as a grant.
+        let e = refused(&format!(
+            "{}cache_dir = \"mail/sub/..\"",
+            filter(r#"{ host = "var", guest = "/v" }"#)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("storage.dirs[0]: the writable grant") && e.contains("contains"),
+            "{e}"
+        );
+        // A grant inside the cache.
+        let e = refused(&format!(
+            "{}cache_dir = \"var/..\"",
+            filter(r#"{ host = "var", guest = "/v" }"#)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("storage.dirs[0]: the writable grant") && e.contains("is inside"),
+            "{e}"
+        );
+        // Read-only grants and grants beside the cache are fine.
+        refused(&format!(
+            "{}cache_dir = \"var/cache\"",
+            filter(r#"{ host = ".", guest = "/d" }, { host = "mail/sub", guest = "/s", writable = true }"#)
+        ))
+        .unwrap();
+        // A cache that does not exist yet is checked by where it will be.
+        let e = refused(&format!(
+            "{}cache_dir = \"var/cache/not/yet\"",
+            filter(r#"{ host = "var/cache", guest = "/c", writable = true }"#)
+        ))
+        .unwrap_err();
+        assert!(e.contains("contains runtime.cache_dir"), "{e}");
     }
 
     #[test]
