@@ -48,9 +48,12 @@ pub struct ServerReport {
     /// `--version`'s first line.
     pub version: String,
     pub binary: String,
-    /// "debug" or "release", from the binary's path ("unknown" for
-    /// Dovecot).
+    /// "debug" or "release", as its `--version` says (else guessed from
+    /// its path; "unknown" for Dovecot).
     pub profile: &'static str,
+    /// The commit the Poplar binary was built from (`+`: with uncommitted
+    /// changes), from its `--version`.
+    pub commit: Option<String>,
     pub pid: u32,
     /// CPU over the window: user + system time of all threads of the
     /// whole process tree (for Dovecot: master, auth, login and pop3
@@ -151,8 +154,14 @@ pub struct ServerInfo {
     pub first_log_errors: Vec<String>,
 }
 
-fn profile_of(path: &str) -> &'static str {
-    if path.contains("/release/") {
+/// The build profile `poplar --version` names (older builds did not say:
+/// guessed from the path).
+fn profile_of(version: &str, path: &str) -> &'static str {
+    if version.contains(", release build)") {
+        "release"
+    } else if version.contains(", debug build)") {
+        "debug"
+    } else if path.contains("/release/") {
         "release"
     } else if path.contains("/debug/") {
         "debug"
@@ -196,10 +205,14 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
         first_errors: stats.first_errors,
         server: ServerReport {
             kind: ctx.server.kind,
-            version: ctx.server.version,
+            version: ctx.server.version.clone(),
             profile: match ctx.server.kind {
-                ServerKind::Poplar => profile_of(&ctx.server.binary),
+                ServerKind::Poplar => profile_of(&ctx.server.version, &ctx.server.binary),
                 ServerKind::Dovecot => "unknown",
+            },
+            commit: match ctx.server.kind {
+                ServerKind::Poplar => crate::commit_of(&ctx.server.version).map(str::to_string),
+                ServerKind::Dovecot => None,
             },
             binary: ctx.server.binary,
             pid: ctx.server.pid,
