@@ -495,6 +495,7 @@ pub fn run(
                     duration: args.duration,
                     max_message_size: cli.max_message_size,
                     delivery_pool: 0,
+                    attackers: 0,
                 };
                 match run_one(cli, rt, threads, &spec) {
                     Ok(report) => {

@@ -162,6 +162,13 @@ struct Cli {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Password guessers running beside the workload: each guesses (USER
+    /// u0, a wrong PASS) over and over, every guess from another loopback
+    /// address (127.64.0.0/10), so the server's failed-login table fills
+    /// with distinct sources; the report's latency is the honest clients'.
+    #[arg(long, default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    attack: u64,
     /// CI mode: every workload for 2 s at concurrency 2 on a tiny corpus;
     /// fails unless all complete work without errors.
     #[arg(long)]
@@ -182,6 +189,8 @@ struct Spec {
     duration: f64,
     max_message_size: usize,
     delivery_pool: usize,
+    /// Password guessers beside the workload (`--attack`).
+    attackers: usize,
 }
 
 fn workspace() -> PathBuf {
@@ -495,6 +504,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
         server_pid: running.pid(),
         deliveries: Arc::new(pool),
         seed: cli.seed,
+        attackers: spec.attackers,
     };
     let outcome = rt.block_on(workload::run(plan, target.clone()));
     // Give the server a moment to write its last log lines.
@@ -524,6 +534,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
             first_log_errors,
         },
         worker_threads: threads,
+        attackers: spec.attackers,
     };
     running.stop();
     if cli.keep {
@@ -564,6 +575,7 @@ fn single(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exi
         duration: cli.duration,
         max_message_size: cli.max_message_size,
         delivery_pool: 200,
+        attackers: cli.attack as usize,
     };
     let report = run_one(cli, rt, threads, &spec)?;
     if cli.json {
@@ -607,6 +619,7 @@ fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exit
             duration: 2.0,
             max_message_size: 256 * 1024,
             delivery_pool: 20,
+            attackers: if mode == Mode::Login { 4 } else { 0 },
         };
         let name = format!("{} tls={tls:?} filters={filters}", mode.name());
         match run_one(cli, rt, threads, &spec) {

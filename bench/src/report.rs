@@ -125,6 +125,8 @@ pub struct Report {
     pub server: ServerReport,
     pub bench: BenchReport,
     pub system: SystemReport,
+    /// Password guessing beside the workload (`--attack`), if any.
+    pub attack: Option<Attack>,
     pub idle: Option<IdleMemory>,
 }
 
@@ -142,6 +144,18 @@ pub struct Context {
     pub warmup_secs: f64,
     pub server: ServerInfo,
     pub worker_threads: usize,
+    /// Password guessers beside the workload.
+    pub attackers: usize,
+}
+
+/// The password guessing that ran beside the workload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attack {
+    /// Guessers, each from a fresh loopback address per guess.
+    pub attackers: usize,
+    /// Guesses refused within the window.
+    pub guesses: u64,
+    pub guesses_per_sec: f64,
 }
 
 pub struct ServerInfo {
@@ -245,6 +259,11 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
                 .max(0.0),
         },
         idle: outcome.idle,
+        attack: (ctx.attackers > 0).then(|| Attack {
+            attackers: ctx.attackers,
+            guesses: outcome.guesses,
+            guesses_per_sec: outcome.guesses as f64 / secs,
+        }),
     }
 }
 
@@ -320,6 +339,14 @@ impl Report {
         );
         if let Some(n) = &self.tls_negotiated {
             let _ = writeln!(t, "  TLS               {n}");
+        }
+        if let Some(a) = &self.attack {
+            let _ = writeln!(
+                t,
+                "  under attack      {} guessers, {} wrong passwords refused ({:.1}/s), \
+                 each from its own address; latency below is the honest clients'",
+                a.attackers, a.guesses, a.guesses_per_sec
+            );
         }
         let _ = writeln!(
             t,
