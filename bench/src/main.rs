@@ -656,46 +656,6 @@ fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exit
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_name_the_build() {
-        let release = "poplar 0.1.0 (commit 1a2b3c4d5e6f, release build)";
-        let debug = "poplar 0.1.0 (commit 1a2b3c4d5e6f+, debug build)";
-        assert!(!is_debug_build(release));
-        assert!(is_debug_build(debug));
-        assert_eq!(commit_of(release), Some("1a2b3c4d5e6f"));
-        assert_eq!(commit_of(debug), Some("1a2b3c4d5e6f+"));
-        assert_eq!(commit_of("poplar 0.1.0"), None);
-    }
-
-    #[test]
-    fn a_debug_build_is_refused_unless_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("poplar");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'poplar 0.1.0 (commit 1a2b3c4d5e6f, debug build)'\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = fake.to_str().unwrap();
-        let cli = Cli::parse_from(["poplar-bench", "--poplar", path]);
-        let e = find_poplar(&cli).unwrap_err().to_string();
-        assert!(
-            e.contains("is a debug build") && e.contains("--allow-debug"),
-            "{e}"
-        );
-        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--allow-debug"]);
-        assert_eq!(find_poplar(&cli).unwrap(), fake);
-        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--smoke"]);
-        assert_eq!(find_poplar(&cli).unwrap(), fake);
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every session takes a descriptor here and one (or, in Dovecot, a
@@ -740,5 +700,45 @@ fn main() -> ExitCode {
             eprintln!("poplar-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_build() {
+        let release = "poplar 0.1.0 (commit 1a2b3c4d5e6f, release build)";
+        let debug = "poplar 0.1.0 (commit 1a2b3c4d5e6f+, debug build)";
+        assert!(!is_debug_build(release));
+        assert!(is_debug_build(debug));
+        assert_eq!(commit_of(release), Some("1a2b3c4d5e6f"));
+        assert_eq!(commit_of(debug), Some("1a2b3c4d5e6f+"));
+        assert_eq!(commit_of("poplar 0.1.0"), None);
+    }
+
+    #[test]
+    fn a_debug_build_is_refused_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("poplar");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'poplar 0.1.0 (commit 1a2b3c4d5e6f, debug build)'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = fake.to_str().unwrap();
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path]);
+        let e = find_poplar(&cli).unwrap_err().to_string();
+        assert!(
+            e.contains("is a debug build") && e.contains("--allow-debug"),
+            "{e}"
+        );
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--allow-debug"]);
+        assert_eq!(find_poplar(&cli).unwrap(), fake);
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--smoke"]);
+        assert_eq!(find_poplar(&cli).unwrap(), fake);
     }
 }
