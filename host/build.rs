@@ -21,6 +21,7 @@ const PLUGINS: &[&str] = &[
 ];
 
 fn main() {
+    record_build();
     // Packagers (or a plugin author iterating) may point at components
     // built elsewhere instead.
     println!("cargo:rerun-if-env-changed=POPLAR_PREBUILT_PLUGINS");
@@ -70,6 +71,46 @@ fn main() {
     }
     let out = target_dir.join("wasm32-wasip2").join("plugin");
     println!("cargo:rustc-env=POPLAR_PLUGIN_DIR={}", out.display());
+}
+
+/// Tells the crate which commit and profile it is built from
+/// (`POPLAR_COMMIT`, `POPLAR_PROFILE`, shown by `poplar --version`), so a
+/// benchmark can record exactly what it measured. The commit ends in `+`
+/// when the checkout had uncommitted changes; it is `unknown` outside git.
+fn record_build() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            format!("{head}{}", if dirty { "+" } else { "" })
+        }
+        None => "unknown".into(),
+    };
+    println!("cargo:rustc-env=POPLAR_COMMIT={commit}");
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    println!("cargo:rustc-env=POPLAR_PROFILE={profile}");
+    // Again when HEAD moves, and when a source changes (it may make the
+    // checkout dirty).
+    for path in ["HEAD", "logs/HEAD"] {
+        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    for dir in ["host/src", "proto/src"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest.parent().unwrap().join(dir).display()
+        );
+    }
 }
 
 /// Installs the wasm32-wasip2 standard library with rustup if it is missing

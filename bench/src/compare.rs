@@ -1,5 +1,8 @@
 //! `poplar-bench compare`: the same workloads against Poplar and Dovecot,
-//! alternating, several runs each; prints the medians side by side.
+//! alternating, several runs each; prints the medians side by side, each
+//! with the runs' range (min–max). A run in which any client failed is
+//! reported but left out of the medians, and a difference inside the
+//! spread of the runs is called "no difference", not a win.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -239,15 +242,29 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The lowest and highest value of a figure over the runs.
+type Range = (f64, f64);
+
+fn range(v: &[f64]) -> Option<Range> {
+    let mut finite = v.iter().copied().filter(|x| x.is_finite());
+    let first = finite.next()?;
+    Some(finite.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x))))
+}
+
 #[derive(Serialize)]
 struct Row {
     figure: String,
     better: Better,
     poplar: Option<f64>,
     dovecot: Option<f64>,
+    /// Min and max over Poplar's counted runs.
+    poplar_range: Option<Range>,
+    /// Min and max over Dovecot's counted runs.
+    dovecot_range: Option<Range>,
     /// Poplar / Dovecot.
     ratio: Option<f64>,
-    /// "Poplar 2.4x", "Dovecot 1.3x", "even", or empty for context rows.
+    /// "Poplar 2.4x", "Dovecot 1.3x", "no difference" (the runs' ranges
+    /// overlap), or empty for context rows.
     verdict: String,
 }
 
@@ -255,9 +272,13 @@ struct Row {
 struct WorkloadResult {
     workload: Workload,
     rows: Vec<Row>,
+    /// Runs without client errors: the medians are theirs.
     poplar_runs: Vec<Sample>,
     dovecot_runs: Vec<Sample>,
-    /// Runs that failed, with why.
+    /// Runs in which clients failed: reported, not counted in the medians.
+    poplar_excluded: Vec<Sample>,
+    dovecot_excluded: Vec<Sample>,
+    /// Runs that failed or had client errors, with why.
     failures: Vec<String>,
     /// Busy CPU reached 90% of the machine in the median run of either
     /// server: throughput and latency are bounded by the CPU the server
@@ -267,7 +288,13 @@ struct WorkloadResult {
     reports: Vec<serde_json::Value>,
 }
 
-fn verdict(better: Better, p: Option<f64>, d: Option<f64>) -> (Option<f64>, String) {
+fn verdict(
+    better: Better,
+    p: Option<f64>,
+    d: Option<f64>,
+    p_range: Option<Range>,
+    d_range: Option<Range>,
+) -> (Option<f64>, String) {
     let (Some(p), Some(d)) = (p, d) else {
         return (None, String::new());
     };
@@ -275,8 +302,10 @@ fn verdict(better: Better, p: Option<f64>, d: Option<f64>) -> (Option<f64>, Stri
     if better == Better::Neither {
         return (ratio, String::new());
     }
-    if p == d {
-        return (ratio, "even".into());
+    let (p_lo, p_hi) = p_range.unwrap_or((p, p));
+    let (d_lo, d_hi) = d_range.unwrap_or((d, d));
+    if p == d || (p_lo <= d_hi && d_lo <= p_hi) {
+        return (ratio, "no difference".into());
     }
     let poplar_wins = (p < d) == (better == Better::Lower);
     let (hi, lo) = if p > d { (p, d) } else { (d, p) };
@@ -289,28 +318,52 @@ fn verdict(better: Better, p: Option<f64>, d: Option<f64>) -> (Option<f64>, Stri
     (ratio, format!("{who} {factor}"))
 }
 
-fn summarize(w: &Workload, p: &[Sample], d: &[Sample]) -> Vec<Row> {
+/// The rows of a workload: medians and ranges of the runs without client
+/// errors (`p`, `d`); the client errors row sums every run, the excluded
+/// ones (`p_excluded`, `d_excluded`) too.
+fn summarize(
+    w: &Workload,
+    (p, p_excluded): (&[Sample], &[Sample]),
+    (d, d_excluded): (&[Sample], &[Sample]),
+) -> Vec<Row> {
     figures(w)
         .into_iter()
         .map(|f| {
-            let med = |runs: &[Sample]| -> Option<f64> {
+            let stats = |runs: &[Sample], excluded: &[Sample]| -> (Option<f64>, Option<Range>) {
                 if f.label.starts_with("client errors") {
-                    return (!runs.is_empty()).then(|| runs.iter().map(|s| s.errors as f64).sum());
+                    let all = runs.iter().chain(excluded);
+                    let sum = (!runs.is_empty() || !excluded.is_empty())
+                        .then(|| all.map(|s| s.errors as f64).sum());
+                    return (sum, None);
                 }
-                median(runs.iter().filter_map(f.get).collect())
+                let values: Vec<f64> = runs.iter().filter_map(f.get).collect();
+                (median(values.clone()), range(&values))
             };
-            let (pm, dm) = (med(p), med(d));
-            let (ratio, verdict) = verdict(f.better, pm, dm);
+            let ((pm, pr), (dm, dr)) = (stats(p, p_excluded), stats(d, d_excluded));
+            let (ratio, verdict) = verdict(f.better, pm, dm, pr, dr);
             Row {
                 figure: f.label.clone(),
                 better: f.better,
                 poplar: pm,
                 dovecot: dm,
+                poplar_range: pr,
+                dovecot_range: dr,
                 ratio,
                 verdict,
             }
         })
         .collect()
+}
+
+/// A median with its range, e.g. `205.1 (198.2–230.4)`; one run, or runs
+/// that agree, show the value alone.
+fn fmt_spread(v: Option<f64>, r: Option<Range>, decimals: usize) -> String {
+    match (v, r) {
+        (Some(v), Some((lo, hi))) if format!("{lo:.decimals$}") != format!("{hi:.decimals$}") => {
+            format!("{v:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+        }
+        _ => fmt(v, decimals),
+    }
 }
 
 fn fmt(v: Option<f64>, decimals: usize) -> String {
@@ -409,6 +462,7 @@ pub fn run(
     let mut done = 0;
     for w in &chosen {
         let mut runs: [Vec<Sample>; 2] = Default::default();
+        let mut excluded: [Vec<Sample>; 2] = Default::default();
         let mut failures = Vec::new();
         let mut tls_negotiated = Vec::new();
         let mut reports = Vec::new();
@@ -441,6 +495,7 @@ pub fn run(
                     duration: args.duration,
                     max_message_size: cli.max_message_size,
                     delivery_pool: 0,
+                    attackers: 0,
                 };
                 match run_one(cli, rt, threads, &spec) {
                     Ok(report) => {
@@ -454,14 +509,18 @@ pub fn run(
                             fmt(s.cpu_us_per_op, 1),
                             report.errors
                         );
+                        let side = (server == ServerKind::Dovecot) as usize;
                         if report.errors > 0 {
                             failures.push(format!(
-                                "{} run {}: {} client errors, e.g. {}",
+                                "{} run {}: {} client errors (left out of the medians), e.g. {}",
                                 server.name(),
                                 r + 1,
                                 report.errors,
                                 report.first_errors.first().cloned().unwrap_or_default()
                             ));
+                            excluded[side].push(s);
+                        } else {
+                            runs[side].push(s);
                         }
                         if let Some(n) = &report.tls_negotiated {
                             let n = format!("{}: {n}", server.name());
@@ -470,7 +529,6 @@ pub fn run(
                             }
                         }
                         reports.push(serde_json::to_value(&report)?);
-                        runs[(server == ServerKind::Dovecot) as usize].push(s);
                     }
                     Err(e) => {
                         eprintln!(
@@ -485,7 +543,8 @@ pub fn run(
             }
         }
         let [p, d] = runs;
-        let rows = summarize(w, &p, &d);
+        let [p_excluded, d_excluded] = excluded;
+        let rows = summarize(w, (&p, &p_excluded), (&d, &d_excluded));
         let busy = |runs: &[Sample]| median(runs.iter().map(|s| s.busy_cores).collect());
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let saturated = [busy(&p), busy(&d)]
@@ -496,6 +555,8 @@ pub fn run(
             rows,
             poplar_runs: p,
             dovecot_runs: d,
+            poplar_excluded: p_excluded,
+            dovecot_excluded: d_excluded,
             failures,
             saturated,
             tls_negotiated,
@@ -570,8 +631,9 @@ fn header(s: &Summary) -> Vec<String> {
         format!("Poplar: {}", s.poplar_version),
         format!("Dovecot: {}", s.dovecot_version),
         format!(
-            "Median of {} run(s) per server, {} s measured after {} s warm-up, alternating; \
-             passwords {}; load generator: {} threads",
+            "Median (min–max) of {} run(s) per server, {} s measured after {} s warm-up, \
+             alternating; runs with client errors left out; \"no difference\" where the \
+             ranges overlap; passwords {}; load generator: {} threads",
             s.runs, s.duration_secs, s.warmup_secs, s.password_scheme, s.generator_threads
         ),
     ]
@@ -579,6 +641,13 @@ fn header(s: &Summary) -> Vec<String> {
 
 fn notes(s: &Summary) -> Vec<String> {
     let mut n = Vec::new();
+    if crate::commit_of(&s.poplar_version).is_some_and(|c| c.ends_with('+')) {
+        n.push(
+            "the Poplar binary was built from a checkout with uncommitted changes: its \
+             commit does not say exactly what was measured"
+                .into(),
+        );
+    }
     let cpus = s.machine.cpus.max(1) as f64;
     for w in &s.workloads {
         let name = &w.workload.name;
@@ -634,7 +703,7 @@ fn text_table(s: &Summary) -> String {
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "{:<18} {:<32} {:>12} {:>12} {:>9}  {:<7} verdict",
+        "{:<18} {:<32} {:>26} {:>26} {:>9}  {:<7} verdict",
         "workload", "figure", "Poplar", "Dovecot", "P/D", "better"
     );
     for w in &s.workloads {
@@ -642,11 +711,11 @@ fn text_table(s: &Summary) -> String {
             let d = decimals_of(&w.workload, row);
             let _ = writeln!(
                 t,
-                "{:<18} {:<32} {:>12} {:>12} {:>9}  {:<7} {}",
+                "{:<18} {:<32} {:>26} {:>26} {:>9}  {:<7} {}",
                 if i == 0 { w.workload.name.as_str() } else { "" },
                 row.figure,
-                fmt(row.poplar, d),
-                fmt(row.dovecot, d),
+                fmt_spread(row.poplar, row.poplar_range, d),
+                fmt_spread(row.dovecot, row.dovecot_range, d),
                 fmt(row.ratio, 2),
                 better_text(row.better),
                 row.verdict
@@ -687,8 +756,8 @@ fn markdown(s: &Summary) -> String {
                     String::new()
                 },
                 row.figure,
-                fmt(row.poplar, d),
-                fmt(row.dovecot, d),
+                fmt_spread(row.poplar, row.poplar_range, d),
+                fmt_spread(row.dovecot, row.dovecot_range, d),
                 fmt(row.ratio, 2),
                 better_text(row.better),
                 row.verdict
@@ -718,20 +787,75 @@ mod tests {
 
     #[test]
     fn verdicts_point_the_right_way() {
-        assert_eq!(
-            verdict(Better::Lower, Some(1.0), Some(4.0)).1,
-            "Poplar 4.00x"
+        let v = |b, p, d| verdict(b, Some(p), Some(d), None, None);
+        assert_eq!(v(Better::Lower, 1.0, 4.0).1, "Poplar 4.00x");
+        assert_eq!(v(Better::Higher, 1.0, 4.0).1, "Dovecot 4.00x");
+        assert_eq!(v(Better::Higher, 6.0, 3.0).1, "Poplar 2.00x");
+        assert_eq!(v(Better::Neither, 6.0, 3.0).1, "");
+        assert_eq!(v(Better::Lower, 6.0, 3.0).0, Some(2.0));
+        assert_eq!(v(Better::Lower, 3.0, 3.0).1, "no difference");
+    }
+
+    #[test]
+    fn a_difference_inside_the_spread_is_no_difference() {
+        // Medians 100 and 110, but Poplar's runs reached 112.
+        let overlap = verdict(
+            Better::Lower,
+            Some(100.0),
+            Some(110.0),
+            Some((90.0, 112.0)),
+            Some((105.0, 115.0)),
         );
-        assert_eq!(
-            verdict(Better::Higher, Some(1.0), Some(4.0)).1,
-            "Dovecot 4.00x"
+        assert_eq!(overlap.1, "no difference");
+        let apart = verdict(
+            Better::Lower,
+            Some(100.0),
+            Some(110.0),
+            Some((95.0, 104.0)),
+            Some((105.0, 115.0)),
         );
+        assert_eq!(apart.1, "Poplar 1.10x");
+    }
+
+    fn sample(cpu: f64, errors: u64) -> Sample {
+        Sample {
+            cpu_us_per_op: Some(cpu),
+            per_sec: 1000.0,
+            errors,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn runs_with_client_errors_are_left_out_of_the_medians() {
+        let w = &workloads(100)[0];
+        let poplar = [sample(100.0, 0), sample(120.0, 0), sample(110.0, 0)];
+        // A Dovecot run whose clients failed did little work cheaply: it
+        // must not pull the median down.
+        let dovecot = [sample(400.0, 0), sample(420.0, 0)];
+        let dovecot_failed = [sample(5.0, 37)];
+        let rows = summarize(w, (&poplar, &[]), (&dovecot, &dovecot_failed));
+        let cpu = &rows[0];
+        assert_eq!(cpu.figure, "server CPU per session (us)");
+        assert_eq!(cpu.poplar, Some(110.0));
+        assert_eq!(cpu.poplar_range, Some((100.0, 120.0)));
+        assert_eq!(cpu.dovecot, Some(410.0));
+        assert_eq!(cpu.dovecot_range, Some((400.0, 420.0)));
+        assert_eq!(cpu.verdict, "Poplar 3.73x");
         assert_eq!(
-            verdict(Better::Higher, Some(6.0), Some(3.0)).1,
-            "Poplar 2.00x"
+            fmt_spread(cpu.poplar, cpu.poplar_range, 1),
+            "110.0 (100.0–120.0)"
         );
-        assert_eq!(verdict(Better::Neither, Some(6.0), Some(3.0)).1, "");
-        assert_eq!(verdict(Better::Lower, Some(6.0), Some(3.0)).0, Some(2.0));
+        assert_eq!(fmt_spread(Some(3.0), Some((3.0, 3.0)), 1), "3.0");
+        let errors = rows
+            .iter()
+            .find(|r| r.figure.starts_with("client errors"))
+            .unwrap();
+        assert_eq!(errors.dovecot, Some(37.0));
+        assert_eq!(errors.poplar, Some(0.0));
+        // Sessions/s equal in every run: no difference.
+        let rate = rows.iter().find(|r| r.figure == "sessions/s").unwrap();
+        assert_eq!(rate.verdict, "no difference");
     }
 
     #[test]

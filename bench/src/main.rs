@@ -134,10 +134,14 @@ struct Cli {
     /// Seed of the generated corpus.
     #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
-    /// The poplar binary (default: target/release/poplar, else
-    /// target/debug/poplar).
+    /// The poplar binary (default: target/release/poplar).
     #[arg(long, global = true)]
     poplar: Option<PathBuf>,
+    /// Measure a debug build of poplar (target/debug/poplar if there is no
+    /// release build): its figures say nothing about the server's speed.
+    /// `--smoke` allows it on its own.
+    #[arg(long, global = true)]
+    allow_debug: bool,
     /// Directory with storage_maildir.wasm, auth_passwd.wasm,
     /// filter_rules.wasm (and optionally filter_bayes.wasm).
     #[arg(long, global = true)]
@@ -158,6 +162,13 @@ struct Cli {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Password guessers running beside the workload: each guesses (USER
+    /// u0, a wrong PASS) over and over, every guess from another loopback
+    /// address (127.64.0.0/10), so the server's failed-login table fills
+    /// with distinct sources; the report's latency is the honest clients'.
+    #[arg(long, default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    attack: u64,
     /// CI mode: every workload for 2 s at concurrency 2 on a tiny corpus;
     /// fails unless all complete work without errors.
     #[arg(long)]
@@ -178,6 +189,8 @@ struct Spec {
     duration: f64,
     max_message_size: usize,
     delivery_pool: usize,
+    /// Password guessers beside the workload (`--attack`).
+    attackers: usize,
 }
 
 fn workspace() -> PathBuf {
@@ -187,25 +200,56 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The poplar binary to measure: `--poplar`, or the workspace's release
+/// build. A debug build is refused unless `--allow-debug` or `--smoke` asks
+/// for it (its `--version` says which profile built it).
 fn find_poplar(cli: &Cli) -> Result<PathBuf> {
-    if let Some(p) = &cli.poplar {
-        if !p.is_file() {
-            bail!("--poplar {}: no such file", p.display());
+    let allow_debug = cli.allow_debug || cli.smoke;
+    let binary = match &cli.poplar {
+        Some(p) if !p.is_file() => bail!("--poplar {}: no such file", p.display()),
+        Some(p) => p.clone(),
+        None => {
+            let target = workspace().join("target");
+            let release = target.join("release/poplar");
+            let debug = target.join("debug/poplar");
+            if release.is_file() {
+                release
+            } else if allow_debug && debug.is_file() {
+                debug
+            } else {
+                bail!(
+                    "no release build of poplar in {}; build it with `cargo build --release \
+                     -p poplar` (or pass --poplar PATH{})",
+                    target.display(),
+                    if debug.is_file() {
+                        "; --allow-debug measures target/debug/poplar"
+                    } else {
+                        ""
+                    }
+                )
+            }
         }
-        return Ok(p.clone());
+    };
+    let version = version_of(&binary);
+    if is_debug_build(&version) && !allow_debug {
+        bail!(
+            "{} is a debug build ({version}): its figures say nothing about the server's \
+             speed; build with `cargo build --release -p poplar`, or pass --allow-debug",
+            binary.display()
+        );
     }
-    let ws = workspace();
-    for profile in ["release", "debug"] {
-        let p = ws.join("target").join(profile).join("poplar");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "no poplar binary in {}/target/{{release,debug}}; build it with \
-         `cargo build --release -p poplar` (or pass --poplar PATH)",
-        ws.display()
-    )
+    Ok(binary)
+}
+
+/// Whether `poplar --version` names a debug build.
+fn is_debug_build(version: &str) -> bool {
+    version.contains(", debug build)")
+}
+
+/// The commit in `poplar --version` (`+` at its end: uncommitted changes).
+pub fn commit_of(version: &str) -> Option<&str> {
+    let rest = version.split("(commit ").nth(1)?;
+    rest.split([',', ')']).next()
 }
 
 fn find_plugins(cli: &Cli) -> Result<PathBuf> {
@@ -460,6 +504,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
         server_pid: running.pid(),
         deliveries: Arc::new(pool),
         seed: cli.seed,
+        attackers: spec.attackers,
     };
     let outcome = rt.block_on(workload::run(plan, target.clone()));
     // Give the server a moment to write its last log lines.
@@ -489,6 +534,7 @@ fn run_one(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize, spec: &Spec)
             first_log_errors,
         },
         worker_threads: threads,
+        attackers: spec.attackers,
     };
     running.stop();
     if cli.keep {
@@ -529,6 +575,7 @@ fn single(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exi
         duration: cli.duration,
         max_message_size: cli.max_message_size,
         delivery_pool: 200,
+        attackers: cli.attack as usize,
     };
     let report = run_one(cli, rt, threads, &spec)?;
     if cli.json {
@@ -572,6 +619,7 @@ fn smoke(cli: &Cli, rt: &tokio::runtime::Runtime, threads: usize) -> Result<Exit
             duration: 2.0,
             max_message_size: 256 * 1024,
             delivery_pool: 20,
+            attackers: if mode == Mode::Login { 4 } else { 0 },
         };
         let name = format!("{} tls={tls:?} filters={filters}", mode.name());
         match run_one(cli, rt, threads, &spec) {
@@ -652,5 +700,45 @@ fn main() -> ExitCode {
             eprintln!("poplar-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_build() {
+        let release = "poplar 0.1.0 (commit 1a2b3c4d5e6f, release build)";
+        let debug = "poplar 0.1.0 (commit 1a2b3c4d5e6f+, debug build)";
+        assert!(!is_debug_build(release));
+        assert!(is_debug_build(debug));
+        assert_eq!(commit_of(release), Some("1a2b3c4d5e6f"));
+        assert_eq!(commit_of(debug), Some("1a2b3c4d5e6f+"));
+        assert_eq!(commit_of("poplar 0.1.0"), None);
+    }
+
+    #[test]
+    fn a_debug_build_is_refused_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("poplar");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'poplar 0.1.0 (commit 1a2b3c4d5e6f, debug build)'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = fake.to_str().unwrap();
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path]);
+        let e = find_poplar(&cli).unwrap_err().to_string();
+        assert!(
+            e.contains("is a debug build") && e.contains("--allow-debug"),
+            "{e}"
+        );
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--allow-debug"]);
+        assert_eq!(find_poplar(&cli).unwrap(), fake);
+        let cli = Cli::parse_from(["poplar-bench", "--poplar", path, "--smoke"]);
+        assert_eq!(find_poplar(&cli).unwrap(), fake);
     }
 }

@@ -48,9 +48,12 @@ pub struct ServerReport {
     /// `--version`'s first line.
     pub version: String,
     pub binary: String,
-    /// "debug" or "release", from the binary's path ("unknown" for
-    /// Dovecot).
+    /// "debug" or "release", as its `--version` says (else guessed from
+    /// its path; "unknown" for Dovecot).
     pub profile: &'static str,
+    /// The commit the Poplar binary was built from (`+`: with uncommitted
+    /// changes), from its `--version`.
+    pub commit: Option<String>,
     pub pid: u32,
     /// CPU over the window: user + system time of all threads of the
     /// whole process tree (for Dovecot: master, auth, login and pop3
@@ -122,6 +125,8 @@ pub struct Report {
     pub server: ServerReport,
     pub bench: BenchReport,
     pub system: SystemReport,
+    /// Password guessing beside the workload (`--attack`), if any.
+    pub attack: Option<Attack>,
     pub idle: Option<IdleMemory>,
 }
 
@@ -139,6 +144,18 @@ pub struct Context {
     pub warmup_secs: f64,
     pub server: ServerInfo,
     pub worker_threads: usize,
+    /// Password guessers beside the workload.
+    pub attackers: usize,
+}
+
+/// The password guessing that ran beside the workload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attack {
+    /// Guessers, each from a fresh loopback address per guess.
+    pub attackers: usize,
+    /// Guesses refused within the window.
+    pub guesses: u64,
+    pub guesses_per_sec: f64,
 }
 
 pub struct ServerInfo {
@@ -151,8 +168,14 @@ pub struct ServerInfo {
     pub first_log_errors: Vec<String>,
 }
 
-fn profile_of(path: &str) -> &'static str {
-    if path.contains("/release/") {
+/// The build profile `poplar --version` names (older builds did not say:
+/// guessed from the path).
+fn profile_of(version: &str, path: &str) -> &'static str {
+    if version.contains(", release build)") {
+        "release"
+    } else if version.contains(", debug build)") {
+        "debug"
+    } else if path.contains("/release/") {
         "release"
     } else if path.contains("/debug/") {
         "debug"
@@ -196,10 +219,14 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
         first_errors: stats.first_errors,
         server: ServerReport {
             kind: ctx.server.kind,
-            version: ctx.server.version,
+            version: ctx.server.version.clone(),
             profile: match ctx.server.kind {
-                ServerKind::Poplar => profile_of(&ctx.server.binary),
+                ServerKind::Poplar => profile_of(&ctx.server.version, &ctx.server.binary),
                 ServerKind::Dovecot => "unknown",
+            },
+            commit: match ctx.server.kind {
+                ServerKind::Poplar => crate::commit_of(&ctx.server.version).map(str::to_string),
+                ServerKind::Dovecot => None,
             },
             binary: ctx.server.binary,
             pid: ctx.server.pid,
@@ -232,6 +259,11 @@ pub fn build(ctx: Context, outcome: Outcome) -> Report {
                 .max(0.0),
         },
         idle: outcome.idle,
+        attack: (ctx.attackers > 0).then(|| Attack {
+            attackers: ctx.attackers,
+            guesses: outcome.guesses,
+            guesses_per_sec: outcome.guesses as f64 / secs,
+        }),
     }
 }
 
@@ -307,6 +339,14 @@ impl Report {
         );
         if let Some(n) = &self.tls_negotiated {
             let _ = writeln!(t, "  TLS               {n}");
+        }
+        if let Some(a) = &self.attack {
+            let _ = writeln!(
+                t,
+                "  under attack      {} guessers, {} wrong passwords refused ({:.1}/s), \
+                 each from its own address; latency below is the honest clients'",
+                a.attackers, a.guesses, a.guesses_per_sec
+            );
         }
         let _ = writeln!(
             t,

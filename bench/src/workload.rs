@@ -1,6 +1,7 @@
 //! The workloads: many concurrent clients, a warm-up, a measured window.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -129,6 +130,8 @@ pub struct Plan {
     pub server_pid: u32,
     pub deliveries: Arc<Vec<Delivery>>,
     pub seed: u64,
+    /// Password guessers beside the workload.
+    pub attackers: usize,
 }
 
 /// Memory of the server before and after opening the idle sessions.
@@ -155,6 +158,8 @@ pub struct Outcome {
     /// The server's memory at the end of the window (sessions still open).
     pub memory_end: Memory,
     pub idle: Option<IdleMemory>,
+    /// Guesses the attackers had answered (all refused) in the window.
+    pub guesses: u64,
 }
 
 struct WindowSample {
@@ -215,9 +220,26 @@ pub async fn run(plan: Plan, target: Arc<Target>) -> Result<Outcome> {
             tasks.spawn(pop3_client(plan.mode, target, window, user, plan.messages));
         }
     }
+    let guesses = Arc::new(AtomicU64::new(0));
+    let mut attackers = JoinSet::new();
+    for a in 0..plan.attackers {
+        attackers.spawn(attacker(
+            target.clone(),
+            window,
+            a,
+            plan.attackers,
+            guesses.clone(),
+        ));
+    }
     let mut stats = Stats::default();
     while let Some(r) = tasks.join_next().await {
         stats.merge(r?);
+    }
+    attackers.abort_all();
+    while let Some(r) = attackers.join_next().await {
+        if let Ok(Err(e)) = r {
+            bail!("attacker: {e:#}");
+        }
     }
     let sample = sampler.await??;
     Ok(Outcome {
@@ -228,7 +250,54 @@ pub async fn run(plan: Plan, target: Arc<Target>) -> Result<Outcome> {
         system_busy_secs: sample.system_busy,
         memory_end: sample.memory_end,
         idle: None,
+        guesses: guesses.load(Ordering::Relaxed),
     })
+}
+
+/// Guesses passwords until the window ends: one wrong PASS per
+/// connection, each from the next of its loopback addresses (attacker `n`
+/// of `of` takes every `of`-th address of 127.64.0.0/10). Counts the
+/// refusals that came back inside the window; anything but a refusal is
+/// an error (a guess must never succeed).
+async fn attacker(
+    target: Arc<Target>,
+    window: Window,
+    n: usize,
+    of: usize,
+    guesses: Arc<AtomicU64>,
+) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let base = u32::from(std::net::Ipv4Addr::new(127, 64, 0, 1));
+    let mut next = n as u32;
+    while Instant::now() < window.end {
+        let local = std::net::Ipv4Addr::from(base + next % (1 << 22));
+        next = next.wrapping_add(of as u32);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((local, 0).into())?;
+        let tcp = socket.connect(target.plain).await?;
+        let mut conn = BufReader::new(tcp);
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        if !line.starts_with("+OK") {
+            bail!("{local}: greeting {line:?}");
+        }
+        for (command, expect) in [
+            ("USER u0\r\n", "+OK"),
+            ("PASS not-the-password\r\n", "-ERR"),
+        ] {
+            conn.get_mut().write_all(command.as_bytes()).await?;
+            line.clear();
+            conn.read_line(&mut line).await?;
+            if !line.starts_with(expect) {
+                bail!("{local}: {} answered {line:?}", command.trim_end());
+            }
+        }
+        let now = Instant::now();
+        if now >= window.start && now < window.end {
+            guesses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// Waits `ERROR_PAUSE`, but not past the end of the window.
@@ -525,6 +594,7 @@ async fn run_idle(plan: Plan, target: Arc<Target>) -> Result<Outcome> {
         system_busy_secs: sample.system_busy,
         memory_end: sample.memory_end,
         idle: Some(idle),
+        guesses: 0,
     })
 }
 

@@ -234,6 +234,15 @@ pub struct ServerConfig {
     /// (2000 → 2, 4, 8, 15 s). 0 turns the penalty off.
     #[serde(default = "default_failed_login_delay")]
     pub failed_login_delay_ms: u64,
+    /// IPv4 clients whose addresses share this many leading bits share one
+    /// failed-login penalty (default 32: each address on its own).
+    #[serde(default = "default_ipv4_prefix")]
+    pub failed_login_ipv4_prefix: u8,
+    /// IPv6 clients whose addresses share this many leading bits share one
+    /// failed-login penalty (default 64: a subscriber's whole network, from
+    /// which an attacker could otherwise use a fresh address per guess).
+    #[serde(default = "default_ipv6_prefix")]
+    pub failed_login_ipv6_prefix: u8,
     /// Started as root, become this user once the listeners are bound and
     /// the TLS key is read, before any plugin loads (e.g. `"poplar"`).
     pub user: Option<String>,
@@ -262,6 +271,8 @@ impl Default for ServerConfig {
             trusted_networks: Vec::new(),
             proxy_trusted_networks: Vec::new(),
             failed_login_delay_ms: default_failed_login_delay(),
+            failed_login_ipv4_prefix: default_ipv4_prefix(),
+            failed_login_ipv6_prefix: default_ipv6_prefix(),
             user: None,
             group: None,
             node: default_node(),
@@ -298,6 +309,12 @@ fn default_lease_ttl() -> u64 {
 }
 fn default_failed_login_delay() -> u64 {
     2000
+}
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 /// How a listener uses TLS.
@@ -678,6 +695,12 @@ impl Config {
         if self.server.max_connections_per_ip == 0 {
             bail!("server.max_connections_per_ip must be at least 1");
         }
+        if self.server.failed_login_ipv4_prefix > 32 {
+            bail!("server.failed_login_ipv4_prefix must be 0 to 32");
+        }
+        if self.server.failed_login_ipv6_prefix > 128 {
+            bail!("server.failed_login_ipv6_prefix must be 0 to 128");
+        }
         for n in &self.server.trusted_networks {
             crate::net::guard::Network::parse(n)
                 .map_err(|e| anyhow::anyhow!("server.trusted_networks: {e}"))?;
@@ -706,9 +729,12 @@ impl Config {
         }
         for (name, p) in [("auth", &self.auth), ("storage", &self.storage)] {
             p.validate(name)?;
+            p.keep_out_of_cache(name, self.runtime.cache_dir.as_deref())?;
         }
         for (name, p) in &self.filter {
-            p.validate(&format!("filter.{name}"))?;
+            let name = format!("filter.{name}");
+            p.validate(&name)?;
+            p.keep_out_of_cache(&name, self.runtime.cache_dir.as_deref())?;
         }
         for (i, step) in self.delivery.chain.iter().enumerate() {
             if !self.filter.contains_key(&step.filter) {
@@ -735,6 +761,37 @@ impl Config {
 }
 
 impl PluginConfig {
+    /// Refuses a writable grant that contains the compiled-plugin cache or
+    /// lies inside it: the cache holds native code the server loads at the
+    /// next start, outside the sandbox.
+    fn keep_out_of_cache(&self, name: &str, cache: Option<&Path>) -> Result<()> {
+        let Some(cache) = cache else {
+            return Ok(());
+        };
+        let cache = real_path(cache);
+        for (i, d) in self.dirs.iter().enumerate() {
+            if !d.writable {
+                continue;
+            }
+            let host = real_path(&d.host);
+            let how = if cache.starts_with(&host) {
+                "contains"
+            } else if host.starts_with(&cache) {
+                "is inside"
+            } else {
+                continue;
+            };
+            bail!(
+                "{name}.dirs[{i}]: the writable grant {} {how} runtime.cache_dir {}, where \
+                 compiled plugins are kept as native code that runs outside the sandbox; \
+                 move runtime.cache_dir out of it, or grant the directory read-only",
+                d.host.display(),
+                cache.display()
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self, name: &str) -> Result<()> {
         if !self.path.is_file() {
             bail!(
@@ -775,6 +832,25 @@ impl PluginConfig {
     }
 }
 
+/// `path` with symbolic links and `..` resolved as far as it exists (the
+/// cache directory may not exist before the first start).
+fn real_path(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,6 +864,63 @@ mod tests {
              dirs = [{{ host = \"mail\", guest = \"/mail\", writable = true }}]\n"
         );
         (dir, text)
+    }
+
+    #[test]
+    fn writable_grants_must_keep_out_of_the_plugin_cache() {
+        let refused = |toml: &str| {
+            let (dir, text) = with_plugins("[[listener]]\naddress = \"127.0.0.1:1\"");
+            std::fs::create_dir_all(dir.path().join("var/cache")).unwrap();
+            std::fs::create_dir_all(dir.path().join("mail/sub")).unwrap();
+            let text = format!("{text}{toml}");
+            Config::parse(&text, dir.path())
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let filter =
+            |dirs: &str| format!("[filter.spam]\npath = \"a.wasm\"\ndirs = [{dirs}]\n[runtime]\n");
+        // The default cache (.poplar-cache beside the config) inside a
+        // writable grant of the config's directory.
+        let e = refused(&filter(r#"{ host = ".", guest = "/d", writable = true }"#)).unwrap_err();
+        assert!(
+            e.contains("filter.spam.dirs[0]: the writable grant")
+                && e.contains("contains runtime.cache_dir")
+                && e.contains(".poplar-cache"),
+            "{e}"
+        );
+        // The cache named through `..`: the same directory as a grant.
+        let e = refused(&format!(
+            "{}cache_dir = \"mail/sub/..\"",
+            filter(r#"{ host = "var", guest = "/v" }"#)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("storage.dirs[0]: the writable grant") && e.contains("contains"),
+            "{e}"
+        );
+        // A grant inside the cache.
+        let e = refused(&format!(
+            "{}cache_dir = \"var/..\"",
+            filter(r#"{ host = "var", guest = "/v" }"#)
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("storage.dirs[0]: the writable grant") && e.contains("is inside"),
+            "{e}"
+        );
+        // Read-only grants and grants beside the cache are fine.
+        refused(&format!(
+            "{}cache_dir = \"var/cache\"",
+            filter(r#"{ host = ".", guest = "/d" }, { host = "mail/sub", guest = "/s", writable = true }"#)
+        ))
+        .unwrap();
+        // A cache that does not exist yet is checked by where it will be.
+        let e = refused(&format!(
+            "{}cache_dir = \"var/cache/not/yet\"",
+            filter(r#"{ host = "var/cache", guest = "/c", writable = true }"#)
+        ))
+        .unwrap_err();
+        assert!(e.contains("contains runtime.cache_dir"), "{e}");
     }
 
     #[test]
@@ -835,6 +968,14 @@ mod tests {
                 "[server]\nproxy_trusted_networks = [\"10.0.0.0/40\"]\n\
                  [[listener]]\naddress = \"127.0.0.1:1\"",
                 "server.proxy_trusted_networks",
+            ),
+            (
+                "[server]\nfailed_login_ipv6_prefix = 129\n[[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.failed_login_ipv6_prefix must be 0 to 128",
+            ),
+            (
+                "[server]\nfailed_login_ipv4_prefix = 33\n[[listener]]\naddress = \"127.0.0.1:1\"",
+                "server.failed_login_ipv4_prefix must be 0 to 32",
             ),
         ];
         for (extra, key) in cases {

@@ -22,10 +22,21 @@ use poplar::deliver::{Deliverer, Outcome};
 use poplar::plugin::filter::{Example, TrainablePlugin};
 use poplar::plugin::{AuthPlugin, HostMessage, Runtime, StoragePlugin};
 
+/// `poplar --version`: the package version, the commit it was built from
+/// (`+`: with uncommitted changes) and the build profile.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("POPLAR_COMMIT"),
+    ", ",
+    env!("POPLAR_PROFILE"),
+    " build)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "poplar",
-    version,
+    version = VERSION,
     about = "A POP3 server with WebAssembly plugins"
 )]
 struct Cli {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,20 +21,54 @@ const BUCKETS: [f64; 14] = [
     5.0,
 ];
 
+/// Most distinct operations one plugin's calls are timed under (a world
+/// has at most a handful of exports).
+const MAX_OPERATIONS: usize = 16;
+
+/// A duration histogram of atomics: one count per bucket (made cumulative
+/// when rendered, so `+Inf` and `_count` agree with the buckets).
 #[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    /// Per bucket, then one past the last bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
 }
 
-/// A counter family keyed by one label value.
-#[derive(Default)]
-struct Family(Mutex<BTreeMap<String, u64>>);
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A counter family keyed by one label. The values the program uses are
+/// listed when the registry is made, each with its own atomic, so counting
+/// takes no lock; any other value (a plugin's name) goes to a map.
+struct Family {
+    known: Vec<(&'static str, AtomicU64)>,
+    other: Mutex<BTreeMap<String, u64>>,
+}
 
 impl Family {
+    fn new(labels: &[&'static str]) -> Family {
+        Family {
+            known: labels.iter().map(|l| (*l, AtomicU64::new(0))).collect(),
+            other: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     fn add(&self, label: &str, n: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = self.known.iter().find(|(k, _)| *k == label) {
+            v.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let mut map = self.other.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(label) {
             Some(v) => *v += n,
             None => {
@@ -43,16 +77,62 @@ impl Family {
         }
     }
 
+    /// Every label value counted so far (in label order), with its count.
+    fn values(&self) -> BTreeMap<String, u64> {
+        let mut values = self.other.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (k, v) in &self.known {
+            let v = v.load(Ordering::Relaxed);
+            if v > 0 {
+                *values.entry(k.to_string()).or_default() += v;
+            }
+        }
+        values
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (k, v) in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(k));
+        for (k, v) in self.values() {
+            let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(&k));
         }
     }
 }
 
+/// One plugin's counters, shared by every loaded version of it: the
+/// plugin keeps a handle, so its calls count without looking it up.
+pub struct PluginMetrics {
+    name: String,
+    traps: AtomicU64,
+    timeouts: AtomicU64,
+    /// Call durations per operation, each slot claimed once.
+    calls: [OnceLock<(&'static str, Histogram)>; MAX_OPERATIONS],
+}
+
+impl PluginMetrics {
+    /// One finished call of `operation` (successful or not).
+    pub fn call(&self, operation: &'static str, took: Duration) {
+        for slot in &self.calls {
+            let (op, histogram) = slot.get_or_init(|| (operation, Histogram::default()));
+            if *op == operation {
+                histogram.observe(took);
+                return;
+            }
+        }
+        // More operations than any world has: not worth a lock.
+        tracing::debug!(plugin = %self.name, operation, "untracked plugin operation");
+    }
+
+    /// A call that trapped or failed.
+    pub fn trap(&self) {
+        self.traps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call stopped at its deadline.
+    pub fn timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// All of Poplar's metrics.
-#[derive(Default)]
 pub struct Registry {
     connections: AtomicU64,
     bytes_sent: AtomicU64,
@@ -60,19 +140,55 @@ pub struct Registry {
     logins: Family,
     commands: Family,
     deliveries: Family,
-    plugin_traps: Family,
-    plugin_timeouts: Family,
     plugin_reloads: Family,
     config_reloads: Family,
     proxy_rejected: Family,
-    /// Plugin name, then operation (looked up without allocating).
-    plugin_calls: Mutex<BTreeMap<String, BTreeMap<&'static str, Histogram>>>,
+    /// Locked only to add a plugin and to render.
+    plugins: Mutex<Vec<Arc<PluginMetrics>>>,
 }
 
 /// The process-wide registry.
-pub static METRICS: LazyLock<Registry> = LazyLock::new(Registry::default);
+pub static METRICS: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
 
 impl Registry {
+    /// An empty registry, with an atomic for every label value Poplar uses.
+    pub fn new() -> Registry {
+        Registry {
+            connections: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            sessions: Family::new(&[
+                "quit",
+                "client-closed",
+                "timeout",
+                "shutdown",
+                "protocol-error",
+                "io-error",
+            ]),
+            logins: Family::new(&["ok", "failed", "tempfail"]),
+            commands: Family::new(&[
+                "USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "STAT", "LIST", "UIDL", "RETR",
+                "TOP", "DELE", "NOOP", "RSET", "QUIT",
+            ]),
+            deliveries: Family::new(&[
+                "stored",
+                "discarded",
+                "rejected",
+                "over-quota",
+                "tempfailed",
+            ]),
+            plugin_reloads: Family::new(&[]),
+            config_reloads: Family::new(&["ok", "failed"]),
+            proxy_rejected: Family::new(&["untrusted", "invalid", "timeout", "closed", "io-error"]),
+            plugins: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn connection(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
@@ -100,14 +216,6 @@ impl Registry {
         self.deliveries.add(verdict, 1);
     }
 
-    pub fn plugin_trap(&self, plugin: &str) {
-        self.plugin_traps.add(plugin, 1);
-    }
-
-    pub fn plugin_timeout(&self, plugin: &str) {
-        self.plugin_timeouts.add(plugin, 1);
-    }
-
     pub fn plugin_reload(&self, plugin: &str) {
         self.plugin_reloads.add(plugin, 1);
     }
@@ -123,25 +231,21 @@ impl Registry {
         self.proxy_rejected.add(reason, 1);
     }
 
-    /// One finished plugin call (successful or not).
-    pub fn plugin_call(&self, plugin: &str, operation: &'static str, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut calls = self.plugin_calls.lock().unwrap_or_else(|e| e.into_inner());
-        if !calls.contains_key(plugin) {
-            calls.insert(plugin.to_string(), BTreeMap::new());
+    /// The counters of the plugin named `name` (made on first use; every
+    /// version of a plugin shares them).
+    pub fn plugin(&self, name: &str) -> Arc<PluginMetrics> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = plugins.iter().find(|p| p.name == name) {
+            return p.clone();
         }
-        let h = calls
-            .get_mut(plugin)
-            .expect("inserted above")
-            .entry(operation)
-            .or_default();
-        h.count += 1;
-        h.sum += secs;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
+        let p = Arc::new(PluginMetrics {
+            name: name.to_string(),
+            traps: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            calls: std::array::from_fn(|_| OnceLock::new()),
+        });
+        plugins.push(p.clone());
+        p
     }
 
     /// The text exposition format (version 0.0.4).
@@ -182,18 +286,32 @@ impl Registry {
             "verdict",
             "Deliveries per recipient, by outcome.",
         );
-        self.plugin_traps.render(
-            &mut out,
-            "poplar_plugin_traps_total",
-            "plugin",
-            "Plugin calls that trapped or failed.",
-        );
-        self.plugin_timeouts.render(
-            &mut out,
-            "poplar_plugin_timeouts_total",
-            "plugin",
-            "Plugin calls stopped at their deadline.",
-        );
+        let mut plugins = self
+            .plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        for (name, help, count) in [
+            (
+                "poplar_plugin_traps_total",
+                "Plugin calls that trapped or failed.",
+                (|p: &PluginMetrics| p.traps.load(Ordering::Relaxed)) as fn(&PluginMetrics) -> u64,
+            ),
+            (
+                "poplar_plugin_timeouts_total",
+                "Plugin calls stopped at their deadline.",
+                |p: &PluginMetrics| p.timeouts.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for p in &plugins {
+                let n = count(p);
+                if n > 0 {
+                    let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {n}", escape(&p.name));
+                }
+            }
+        }
         self.plugin_reloads.render(
             &mut out,
             "poplar_plugin_reloads_total",
@@ -217,18 +335,22 @@ impl Registry {
             out,
             "# HELP {name} Duration of plugin calls.\n# TYPE {name} histogram"
         );
-        let calls = self.plugin_calls.lock().unwrap_or_else(|e| e.into_inner());
-        for (plugin, op, h) in calls
-            .iter()
-            .flat_map(|(p, ops)| ops.iter().map(move |(op, h)| (p, op, h)))
-        {
-            let labels = format!("plugin=\"{}\",operation=\"{op}\"", escape(plugin));
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        for p in &plugins {
+            let mut ops: Vec<_> = p.calls.iter().filter_map(OnceLock::get).collect();
+            ops.sort_by_key(|(op, _)| *op);
+            for (op, h) in ops {
+                let labels = format!("plugin=\"{}\",operation=\"{op}\"", escape(&p.name));
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(&h.counts) {
+                    cumulative += n.load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+                }
+                cumulative += h.counts[BUCKETS.len()].load(Ordering::Relaxed);
+                let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+                let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
             }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
         }
         out
     }
@@ -289,13 +411,18 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histograms() {
-        let r = Registry::default();
+        let r = Registry::new();
         r.connection();
         r.session("quit");
         r.session("quit");
+        r.session("a-new-outcome");
         r.login("failed");
-        r.plugin_call("auth", "verify", Duration::from_micros(300));
-        r.plugin_call("auth", "verify", Duration::from_secs(2));
+        let auth = r.plugin("auth");
+        auth.call("verify", Duration::from_micros(300));
+        r.plugin("auth").call("verify", Duration::from_secs(2));
+        auth.call("verify", Duration::from_secs(20));
+        auth.timeout();
+        r.plugin("we\"ird").trap();
         r.plugin_reload("we\"ird");
         r.config_reload("failed");
         let text = r.render();
@@ -306,12 +433,69 @@ mod tests {
             "poplar_plugin_call_duration_seconds_bucket{plugin=\"auth\",operation=\"verify\",le=\"0.0005\"} 1\n"
         ));
         assert!(text.contains(
-            "poplar_plugin_call_duration_seconds_bucket{plugin=\"auth\",operation=\"verify\",le=\"+Inf\"} 2\n"
+            "poplar_plugin_call_duration_seconds_bucket{plugin=\"auth\",operation=\"verify\",le=\"5\"} 2\n"
         ));
         assert!(text.contains(
-            "poplar_plugin_call_duration_seconds_count{plugin=\"auth\",operation=\"verify\"} 2\n"
+            "poplar_plugin_call_duration_seconds_bucket{plugin=\"auth\",operation=\"verify\",le=\"+Inf\"} 3\n"
         ));
+        assert!(text.contains(
+            "poplar_plugin_call_duration_seconds_count{plugin=\"auth\",operation=\"verify\"} 3\n"
+        ));
+        assert!(text.contains(
+            "poplar_plugin_call_duration_seconds_sum{plugin=\"auth\",operation=\"verify\"} 22.0003\n"
+        ));
+        assert!(text.contains("poplar_sessions_total{outcome=\"a-new-outcome\"} 1\n"));
+        assert!(text.contains("poplar_plugin_timeouts_total{plugin=\"auth\"} 1\n"));
+        assert!(text.contains("poplar_plugin_traps_total{plugin=\"we\\\"ird\"} 1\n"));
+        assert!(!text.contains("poplar_plugin_traps_total{plugin=\"auth\"}"));
         assert!(text.contains("poplar_plugin_reloads_total{plugin=\"we\\\"ird\"} 1\n"));
         assert!(text.contains("poplar_config_reloads_total{result=\"failed\"} 1\n"));
+    }
+
+    /// The hot path (commands, logins, sessions, plugin calls) counts
+    /// without the registry's lock: it goes on while that lock is held
+    /// (as while rendering), from many threads, and loses nothing.
+    #[test]
+    fn counting_takes_no_lock() {
+        let r = Arc::new(Registry::new());
+        let storage = r.plugin("storage");
+        let held = r.plugins.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (r, storage, done) = (r.clone(), storage.clone(), done.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        r.command("RETR");
+                        r.login("ok");
+                        r.session("quit");
+                        storage.call("read", Duration::from_micros(20));
+                        storage.call("list", Duration::from_micros(80));
+                    }
+                    done.send(()).unwrap();
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .expect("counting waited for the registry's lock");
+        }
+        drop(held);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = r.render();
+        assert!(text.contains("poplar_commands_total{command=\"RETR\"} 40000\n"));
+        assert!(text.contains("poplar_logins_total{result=\"ok\"} 40000\n"));
+        assert!(text.contains(
+            "poplar_plugin_call_duration_seconds_count{plugin=\"storage\",operation=\"read\"} 40000\n"
+        ));
+        assert!(text.contains(
+            "poplar_plugin_call_duration_seconds_bucket{plugin=\"storage\",operation=\"list\",le=\"0.00005\"} 0\n"
+        ));
+        assert!(text.contains(
+            "poplar_plugin_call_duration_seconds_bucket{plugin=\"storage\",operation=\"list\",le=\"0.0001\"} 40000\n"
+        ));
     }
 }

@@ -47,6 +47,8 @@ pub struct Options {
     pub auth_plugin: Option<PluginOverride>,
     /// Another component instead of the default storage plugin.
     pub storage_plugin: Option<PluginOverride>,
+    /// A compiled-plugin cache of the test's own instead of the shared one.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A plugin file to load instead of a default one, with its limits.
@@ -84,6 +86,7 @@ impl Default for Options {
             listener: String::new(),
             auth_plugin: None,
             storage_plugin: None,
+            cache_dir: None,
         }
     }
 }
@@ -357,7 +360,11 @@ root = "/mail"
             || format!("path = \"{PLUGIN_DIR}/storage_maildir.wasm\""),
             PluginOverride::keys
         ),
-        cache = shared_cache_dir().display(),
+        cache = opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(shared_cache_dir)
+            .display(),
     );
     std::fs::write(root.join("poplar.toml"), config).unwrap();
     root.join("poplar.toml")

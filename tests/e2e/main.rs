@@ -2,6 +2,7 @@
 //! ports with the real wasm plugins built from `plugins/`, driven over TCP
 //! by raw protocol bytes and by real POP3 clients.
 
+mod brute_force;
 mod cli;
 mod clients;
 mod crash;

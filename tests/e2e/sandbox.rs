@@ -14,7 +14,10 @@
 //! - a plugin file whose SHA-256 differs from its `sha256` pin: the server
 //!   refuses to start (`check-config` exits 78 naming both digests), and a
 //!   hot reload to a different file is refused while the old version keeps
-//!   filtering.
+//!   filtering;
+//! - a compiled plugin in the cache that the server did not write (here:
+//!   another plugin's genuine native code, planted under the auth plugin's
+//!   name): not loaded; the log says so, and the plugin is compiled again.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -167,4 +170,40 @@ fn pinned_plugin_files() {
         ["passed"],
         "the old, pinned version keeps filtering"
     );
+}
+
+#[test]
+fn planted_native_code_in_the_plugin_cache_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let opts = Options {
+        cache_dir: Some(cache.clone()),
+        ..Options::default()
+    };
+    let s = TestServer::start_in(dir, opts.clone());
+    s.login("alice", "alice-pw").ok("QUIT");
+    let dir = s.stop();
+
+    let compiled = cache.join("compiled");
+    let auth_digest = sha256_hex(&Path::new(PLUGIN_DIR).join("auth_passwd.wasm"));
+    let storage_digest = sha256_hex(&Path::new(PLUGIN_DIR).join("storage_maildir.wasm"));
+    let artifact = |digest: &str| {
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(digest))
+            .unwrap_or_else(|| panic!("no cached artifact for {digest}"))
+    };
+    let auth_artifact = artifact(&auth_digest);
+    let genuine = std::fs::read(&auth_artifact).unwrap();
+    std::fs::copy(artifact(&storage_digest), &auth_artifact).unwrap();
+
+    let s = TestServer::start_in(dir, opts);
+    let line = s.wait_for_log("failed its integrity check");
+    assert!(line.contains(&auth_digest), "{line}");
+    // The auth plugin is the real one again (storage code could not even
+    // be linked as an auth plugin), and its artifact was rewritten.
+    s.login("alice", "alice-pw").ok("QUIT");
+    assert_eq!(std::fs::read(&auth_artifact).unwrap(), genuine);
+    assert_eq!(s.log().matches("failed its integrity check").count(), 1);
 }

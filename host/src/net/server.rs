@@ -115,6 +115,8 @@ pub fn guard_config(config: &Config) -> Result<GuardConfig> {
             .map(|n| Network::parse(n))
             .collect::<Result<_>>()?,
         failed_login_delay: Duration::from_millis(config.server.failed_login_delay_ms),
+        failed_login_ipv4_prefix: config.server.failed_login_ipv4_prefix,
+        failed_login_ipv6_prefix: config.server.failed_login_ipv6_prefix,
     })
 }
 

@@ -10,8 +10,6 @@ use std::io::{BufRead, Read, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use pbkdf2::hmac::{Hmac, KeyInit, Mac};
-use pbkdf2::sha2::{Digest, Sha256};
 
 /// Longest password accepted, in bytes.
 const MAX_PASSWORD: usize = 4096;
@@ -209,22 +207,9 @@ fn argon2id(pw: &[u8], salt: &[u8], m: u32, t: u32, p: u32) -> Result<String, Pw
 }
 
 /// Dovecot's `<iterations>,<salt>,<stored key>,<server key>` (RFC 5802
-/// keys, base64).
+/// keys, base64): the session's own SCRAM derivation.
 fn scram_sha256(pw: &[u8], salt: &[u8], iterations: u32) -> String {
-    let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(pw, salt, iterations);
-    let hmac = |msg: &[u8]| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&salted).expect("HMAC takes any key size");
-        mac.update(msg);
-        mac.finalize().into_bytes()
-    };
-    let stored_key = Sha256::digest(hmac(b"Client Key"));
-    let server_key = hmac(b"Server Key");
-    format!(
-        "{iterations},{},{},{}",
-        BASE64.encode(salt),
-        BASE64.encode(stored_key),
-        BASE64.encode(server_key)
-    )
+    poplar_proto::pop3::scram::Verifier::from_password(pw, salt, iterations).to_dovecot()
 }
 
 /// `{PLAIN}password`, or `{PLAIN.B64}` when the password holds a byte that

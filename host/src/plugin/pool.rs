@@ -20,7 +20,7 @@ use super::message::HostMessage;
 use super::runtime::Runtime;
 use super::state::{PluginInfo, PluginState};
 use crate::config::PluginConfig;
-use crate::metrics::METRICS;
+use crate::metrics::{METRICS, PluginMetrics};
 
 /// How long a call waits for a free instance slot before giving up.
 const SLOT_WAIT: Duration = Duration::from_secs(10);
@@ -147,6 +147,8 @@ pub struct Plugin<W: World> {
     calls: Option<Arc<tokio::sync::Semaphore>>,
     /// The first 12 hex digits of the component file's SHA-256.
     version: String,
+    /// This plugin's counters (shared with its other versions).
+    metrics: Arc<PluginMetrics>,
 }
 
 impl<W: World> Plugin<W> {
@@ -216,6 +218,7 @@ impl<W: World> Plugin<W> {
                 .max_concurrent_calls
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
             version: digest[..12].to_string(),
+            metrics: METRICS.plugin(name),
         });
         let mut first = plugin
             .lend("validate")
@@ -321,7 +324,7 @@ impl<W: World> Plugin<W> {
     /// one is dropped and the failure logged and counted.
     pub fn settle<T>(&self, lent: Lent<W>, result: wasmtime::Result<T>) -> Result<T, PluginError> {
         let (operation, started) = lent.call;
-        METRICS.plugin_call(&self.info.name, operation, started.elapsed());
+        self.metrics.call(operation, started.elapsed());
         match result {
             Ok(v) => {
                 self.give_back(lent);
@@ -334,7 +337,7 @@ impl<W: World> Plugin<W> {
     fn failure(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
         let name = self.info.name.clone();
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            METRICS.plugin_timeout(&name);
+            self.metrics.timeout();
             let err = PluginError::Timeout {
                 plugin: name,
                 timeout_ms: self.info.config.timeout_ms,
@@ -352,7 +355,7 @@ impl<W: World> Plugin<W> {
     }
 
     fn trap(&self, message: String) -> PluginError {
-        METRICS.plugin_trap(&self.info.name);
+        self.metrics.trap();
         let err = PluginError::Trap {
             plugin: self.info.name.clone(),
             message,

@@ -50,6 +50,18 @@ impl Verifier {
         }
     }
 
+    /// Dovecot's passwd-file form, `<iterations>,<salt>,<stored key>,<server
+    /// key>` (base64), as `{SCRAM-SHA-256}` stores it.
+    pub fn to_dovecot(&self) -> String {
+        format!(
+            "{},{},{},{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(&self.stored_key),
+            B64.encode(&self.server_key)
+        )
+    }
+
     /// A verifier that no proof matches, the same for every call with the
     /// same `user` and `secret` (so a probing client sees a stable salt).
     pub fn unmatchable(user: &str, secret: &[u8]) -> Verifier {
@@ -68,23 +80,9 @@ impl Verifier {
     }
 }
 
-/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802 `Hi`).
+/// RFC 5802 `Hi`: PBKDF2-HMAC-SHA-256 with one output block.
 fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mac = HmacSha256::new_from_slice(password).expect("HMAC takes any key length");
-    let mut u = {
-        let mut m = mac.clone();
-        m.update(salt);
-        m.update(&1u32.to_be_bytes());
-        to32(m)
-    };
-    let mut out = u;
-    for _ in 1..iterations.max(1) {
-        let mut m = mac.clone();
-        m.update(&u);
-        u = to32(m);
-        out.iter_mut().zip(u).for_each(|(o, x)| *o ^= x);
-    }
-    out
+    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations.max(1))
 }
 
 fn to32(m: HmacSha256) -> [u8; 32] {
