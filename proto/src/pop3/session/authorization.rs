@@ -1,0 +1,360 @@
+//! The AUTHORIZATION state (RFC 1939 §4): USER/PASS, APOP, STLS and the
+//! start of AUTH; the answers of the auth plugin and the maildrop open
+//! that end it.
+
+use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
+
+use super::super::command::Command;
+use super::super::reply::{Code, err, err_code, multi, ok};
+use super::super::scram::ClientFirst;
+use super::transaction::Maildrop;
+use super::{
+    Action, AuthOutcome, AuthRequest, Entry, MaildropError, Secret, SecretKind, SecretOutcome,
+    Session, State,
+};
+
+/// Work the session asked the network layer for and is waiting on.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// An APOP digest waiting for the clear-text secret.
+    Apop(String),
+    /// A SCRAM client-first message waiting for the verifier.
+    Scram { first: ClientFirst },
+    /// An OAuth token being verified (a refusal gets an error challenge).
+    OAuth { xoauth2: bool },
+}
+
+impl Session {
+    pub(super) fn plaintext_refused() -> Action {
+        Action::Reply(err_code(
+            Code::Auth,
+            "Plaintext authentication disallowed on non-secure connections; use STLS first",
+        ))
+    }
+
+    pub(super) fn authorization(&mut self, cmd: Command) -> Action {
+        let plaintext_ok = self.plaintext_allowed();
+        let State::Authorization { user, pending, .. } = &mut self.state else {
+            unreachable!("authorization() is only called in AUTHORIZATION")
+        };
+        match cmd {
+            Command::User(name) => {
+                if !plaintext_ok {
+                    return Self::plaintext_refused();
+                }
+                *user = Some(name);
+                Action::Reply(ok("Send your password"))
+            }
+            Command::Pass(password) => match user.take() {
+                None => Action::Reply(err("Give USER first")),
+                Some(name) => Action::Verify(AuthRequest {
+                    user: name,
+                    mechanism: "USER",
+                    credential: password,
+                    authzid: String::new(),
+                }),
+            },
+            Command::Apop { user: name, digest } => {
+                *user = None;
+                if !self.config.apop {
+                    return Action::Reply(err("APOP is not enabled"));
+                }
+                *pending = Some(Pending::Apop(digest.to_ascii_lowercase()));
+                Action::LookupSecret {
+                    user: name,
+                    kind: SecretKind::Plaintext,
+                }
+            }
+            Command::Auth {
+                mechanism: None, ..
+            } => Action::Reply(multi(
+                "Supported mechanisms follow",
+                self.offered_mechanisms(),
+            )),
+            Command::Auth {
+                mechanism: Some(mech),
+                initial,
+            } => {
+                *user = None;
+                self.start_sasl(&mech, initial)
+            }
+            Command::Stls => {
+                if self.tls {
+                    Action::Reply(err("Already using TLS"))
+                } else if !self.config.stls {
+                    Action::Reply(err("STLS is not available on this port"))
+                } else {
+                    *user = None;
+                    Action::StartTls(ok("Begin TLS negotiation"))
+                }
+            }
+            _ => Action::Reply(err("Command not valid before login")),
+        }
+    }
+
+    /// The auth plugin's decision on the last [`Action::Verify`].
+    pub fn on_auth(&mut self, outcome: AuthOutcome) -> Action {
+        let oauth = match &mut self.state {
+            State::Authorization { pending, .. } => match pending.take() {
+                Some(Pending::OAuth { xoauth2 }) => Some(xoauth2),
+                _ => None,
+            },
+            _ => None,
+        };
+        match outcome {
+            AuthOutcome::Allow { principal } => Action::OpenMaildrop { principal },
+            AuthOutcome::Deny => {
+                self.auth_failed = true;
+                match oauth {
+                    Some(xoauth2) => self.oauth_refused(xoauth2),
+                    None => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+                }
+            }
+            AuthOutcome::TempFail => Action::Reply(err_code(
+                Code::SysTemp,
+                "Authentication is temporarily unavailable, try again later",
+            )),
+        }
+    }
+
+    /// The auth plugin's answer to [`Action::LookupSecret`] (APOP, SCRAM).
+    pub fn on_secret(&mut self, outcome: SecretOutcome) -> Action {
+        let pending = match &mut self.state {
+            State::Authorization { pending, .. } => pending.take(),
+            _ => None,
+        };
+        match pending {
+            Some(Pending::Apop(digest)) => self.apop_secret(digest, outcome),
+            Some(Pending::Scram { first }) => self.scram_secret(first, outcome),
+            _ => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+        }
+    }
+
+    fn apop_secret(&mut self, digest: String, outcome: SecretOutcome) -> Action {
+        match outcome {
+            SecretOutcome::Found {
+                secret: Secret::ScramSha256(_),
+                ..
+            } => {
+                self.auth_failed = true;
+                Action::Reply(err_code(Code::Auth, "Authentication failed"))
+            }
+            SecretOutcome::Found {
+                secret: Secret::Plaintext(secret),
+                principal,
+            } => {
+                let mut h = Md5::new();
+                h.update(self.timestamp.as_bytes());
+                h.update(secret.as_bytes());
+                let expected = hex::encode(h.finalize());
+                if bool::from(expected.as_bytes().ct_eq(digest.as_bytes())) {
+                    Action::OpenMaildrop { principal }
+                } else {
+                    self.auth_failed = true;
+                    Action::Reply(err_code(Code::Auth, "Authentication failed"))
+                }
+            }
+            SecretOutcome::Unavailable => {
+                self.auth_failed = true;
+                Action::Reply(err_code(Code::Auth, "Authentication failed"))
+            }
+            SecretOutcome::TempFail => Action::Reply(err_code(
+                Code::SysTemp,
+                "Authentication is temporarily unavailable, try again later",
+            )),
+        }
+    }
+
+    /// The result of [`Action::OpenMaildrop`]: the listing, or why not.
+    pub fn on_maildrop(
+        &mut self,
+        principal: String,
+        result: Result<Vec<Entry>, MaildropError>,
+    ) -> Action {
+        match result {
+            Ok(entries) => {
+                let deleted = vec![false; entries.len()];
+                let drop = Maildrop {
+                    principal: principal.clone(),
+                    entries,
+                    deleted,
+                };
+                let (n, octets) = drop.totals();
+                self.state = State::Transaction(drop);
+                self.principal = Some(principal);
+                Action::Reply(ok(&format!("Logged in, {n} messages ({octets} octets)")))
+            }
+            Err(MaildropError::InUse) => Action::Reply(err_code(
+                Code::InUse,
+                "Mailbox is locked by another POP3 session",
+            )),
+            Err(MaildropError::LoginDelay) => Action::Reply(err_code(
+                Code::LoginDelay,
+                "Logged in too recently, try again later",
+            )),
+            Err(MaildropError::Temporary) => Action::Reply(err_code(
+                Code::SysTemp,
+                "Mailbox is temporarily unavailable, try again later",
+            )),
+            Err(MaildropError::Permanent) => {
+                Action::Reply(err_code(Code::SysPerm, "Mailbox cannot be opened"))
+            }
+        }
+    }
+
+    /// TLS is up after [`Action::StartTls`]: start over in AUTHORIZATION.
+    /// `channel_binding` is the `tls-exporter` value if TLS 1.3 was
+    /// negotiated (see [`Session::set_channel_binding`]).
+    pub fn on_tls_started(&mut self, channel_binding: Option<Vec<u8>>) {
+        self.tls = true;
+        self.channel_binding = channel_binding;
+        self.state = State::Authorization {
+            user: None,
+            sasl: None,
+            pending: None,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::*;
+
+    #[test]
+    fn transaction_commands_before_login_are_refused() {
+        let mut s = session();
+        for c in [
+            "STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "UIDL", "TOP 1 1",
+        ] {
+            assert_eq!(
+                reply(s.on_line(line(c))),
+                "-ERR Command not valid before login\r\n",
+                "{c}"
+            );
+        }
+        assert_eq!(s.phase(), Phase::Authorization);
+    }
+
+    #[test]
+    fn pass_without_user_and_failed_login() {
+        let mut s = session();
+        assert_eq!(reply(s.on_line(line("PASS x"))), "-ERR Give USER first\r\n");
+        s.on_line(line("USER bob"));
+        assert!(matches!(s.on_line(line("PASS wrong")), Action::Verify(_)));
+        assert_eq!(
+            reply(s.on_auth(AuthOutcome::Deny)),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        // The USER must be given again after a failed PASS.
+        assert_eq!(reply(s.on_line(line("PASS x"))), "-ERR Give USER first\r\n");
+        s.on_line(line("USER bob"));
+        s.on_line(line("PASS x"));
+        assert_eq!(
+            reply(s.on_auth(AuthOutcome::TempFail)),
+            "-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later\r\n"
+        );
+    }
+
+    #[test]
+    fn in_use_and_other_maildrop_errors_stay_in_authorization() {
+        for (e, want) in [
+            (MaildropError::InUse, "-ERR [IN-USE] "),
+            (MaildropError::LoginDelay, "-ERR [LOGIN-DELAY] "),
+            (MaildropError::Temporary, "-ERR [SYS/TEMP] "),
+            (MaildropError::Permanent, "-ERR [SYS/PERM] "),
+        ] {
+            let mut s = session();
+            s.on_line(line("USER a"));
+            s.on_line(line("PASS b"));
+            s.on_auth(AuthOutcome::Allow {
+                principal: "a".into(),
+            });
+            assert!(reply(s.on_maildrop("a".into(), Err(e))).starts_with(want));
+            assert_eq!(s.phase(), Phase::Authorization);
+        }
+    }
+
+    #[test]
+    fn plaintext_refused_without_tls_unless_allowed() {
+        let mut s = Session::new(config(), false, false, STAMP.into());
+        assert!(reply(s.on_line(line("USER a"))).starts_with("-ERR [AUTH] Plaintext"));
+        assert!(reply(s.on_line(line("AUTH PLAIN AGEAYg=="))).starts_with("-ERR [AUTH] Plaintext"));
+        let caps = reply(s.on_line(line("CAPA")));
+        assert!(!caps.contains("USER") && !caps.contains("SASL"));
+        assert!(caps.contains("STLS"));
+        s.on_line(line("STLS"));
+        s.on_tls_started(None);
+        assert_eq!(
+            reply(s.on_line(line("USER a"))),
+            "+OK Send your password\r\n"
+        );
+    }
+
+    #[test]
+    fn stls_unavailable_without_certificate() {
+        let mut c = config();
+        c.stls = false;
+        let mut s = Session::new(c, false, true, STAMP.into());
+        assert_eq!(
+            reply(s.on_line(line("STLS"))),
+            "-ERR STLS is not available on this port\r\n"
+        );
+        assert!(!reply(s.on_line(line("CAPA"))).contains("STLS"));
+    }
+
+    #[test]
+    fn failed_logins_are_flagged_for_the_penalty() {
+        let mut s = session();
+        s.on_line(line("USER a"));
+        s.on_line(line("PASS b"));
+        assert!(!s.take_auth_failure());
+        s.on_auth(AuthOutcome::Deny);
+        assert!(s.take_auth_failure());
+        assert!(!s.take_auth_failure(), "cleared once taken");
+        s.on_line(line("APOP a 0123456789abcdef0123456789abcdef"));
+        s.on_secret(SecretOutcome::Unavailable);
+        assert!(s.take_auth_failure());
+        let mut strict = Session::new(config(), false, false, STAMP.into());
+        strict.on_line(line("USER a"));
+        assert!(
+            !strict.take_auth_failure(),
+            "a refused plaintext USER is no failed login"
+        );
+    }
+
+    #[test]
+    fn apop_digest_checked_by_host() {
+        // RFC 1939 §7 example: secret "tanstaaf".
+        let mut s = session();
+        match s.on_line(line("APOP mrose C4C9334BAC560ECC979E58001B3E22FB")) {
+            Action::LookupSecret { user, kind } => {
+                assert_eq!((user.as_str(), kind), ("mrose", SecretKind::Plaintext))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.on_secret(SecretOutcome::Found {
+                secret: Secret::Plaintext("tanstaaf".into()),
+                principal: "mrose".into()
+            }),
+            Action::OpenMaildrop { .. }
+        ));
+        let mut s = session();
+        s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb"));
+        assert_eq!(
+            reply(s.on_secret(SecretOutcome::Found {
+                secret: Secret::Plaintext("wrong".into()),
+                principal: "mrose".into()
+            })),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        let mut s = session();
+        s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb"));
+        assert_eq!(
+            reply(s.on_secret(SecretOutcome::Unavailable)),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+    }
+}
