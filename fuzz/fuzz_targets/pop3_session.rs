@@ -34,7 +34,9 @@
 //!   where plaintext is not allowed; STLS is offered only before login on
 //!   a connection that can start TLS and has not; -PLUS only with a channel
 //!   binding;
-//! - the failed-login flag is set only on an answer that refuses a login.
+//! - the failed-login flag is set only on an answer that refuses a login;
+//! - `AUTH SCRAM-SHA-256-PLUS` without an initial response gets no
+//!   challenge.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -1089,6 +1091,11 @@ impl Driver {
                     self.scram.awaiting_final = false;
                     check_status(bytes);
                     assert!(!self.s.take_auth_failure());
+                    assert_eq!(
+                        self.s.login_mechanism().is_some(),
+                        result.is_ok(),
+                        "login mechanism"
+                    );
                     match result {
                         Ok(entries) => {
                             assert!(bytes.starts_with(b"+OK "));
@@ -1318,6 +1325,16 @@ impl Driver {
         check_status(bytes);
         let continuation = bytes.starts_with(b"+ ");
         self.sasl_waiting = continuation;
+        // -PLUS takes client-first only as the initial response: asked for
+        // without one it is refused before any challenge.
+        if let Some(Command::Auth {
+            mechanism: Some(m),
+            initial: None,
+        }) = cmd.filter(|_| direct)
+            && m.eq_ignore_ascii_case("SCRAM-SHA-256-PLUS")
+        {
+            assert!(!continuation, "-PLUS challenge without initial response");
+        }
         if self.s.take_auth_failure() {
             assert!(
                 bytes.starts_with(b"-ERR [AUTH]") || continuation,

@@ -13,6 +13,7 @@ mod leases;
 mod manuals;
 mod migration;
 mod monitoring;
+mod mutt;
 mod operator;
 mod postfix;
 mod protocol;

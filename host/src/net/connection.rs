@@ -153,6 +153,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
     tracing::info!(
         peer = %conn.peer,
         user = %conn.session.principal().unwrap_or("-"),
+        mechanism = %conn.session.login_mechanism().unwrap_or("-"),
         tls = conn.session.tls(),
         retr = s.retr,
         retr_bytes = s.retr_bytes,

@@ -48,12 +48,15 @@ impl Session {
             }
             Command::Pass(password) => match user.take() {
                 None => Action::Reply(err("Give USER first")),
-                Some(name) => Action::Verify(AuthRequest {
-                    user: name,
-                    mechanism: "USER",
-                    credential: password,
-                    authzid: String::new(),
-                }),
+                Some(name) => {
+                    self.trying = Some("USER");
+                    Action::Verify(AuthRequest {
+                        user: name,
+                        mechanism: "USER",
+                        credential: password,
+                        authzid: String::new(),
+                    })
+                }
             },
             Command::Apop { user: name, digest } => {
                 *user = None;
@@ -61,6 +64,7 @@ impl Session {
                     return Action::Reply(err("APOP is not enabled"));
                 }
                 *pending = Some(Pending::Apop(digest.to_ascii_lowercase()));
+                self.trying = Some("APOP");
                 Action::LookupSecret {
                     user: name,
                     kind: SecretKind::Plaintext,
@@ -183,6 +187,7 @@ impl Session {
                 let (n, octets) = drop.totals();
                 self.state = State::Transaction(drop);
                 self.principal = Some(principal);
+                self.logged_in_with = self.trying.take();
                 Action::Reply(ok(&format!("Logged in, {n} messages ({octets} octets)")))
             }
             Err(MaildropError::InUse) => Action::Reply(err_code(
@@ -322,6 +327,42 @@ mod tests {
             !strict.take_auth_failure(),
             "a refused plaintext USER is no failed login"
         );
+    }
+
+    #[test]
+    fn login_mechanism_is_the_one_that_worked() {
+        let allow = || AuthOutcome::Allow {
+            principal: "mrose".into(),
+        };
+        assert_eq!(logged_in().login_mechanism(), Some("USER"));
+        // A refused APOP, then AUTH plain (any case) that works.
+        let mut s = session();
+        assert_eq!(s.login_mechanism(), None);
+        s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb"));
+        s.on_secret(SecretOutcome::Unavailable);
+        s.on_line(line("auth plain AG1yb3NlAHB3"));
+        let Action::OpenMaildrop { principal } = s.on_auth(allow()) else {
+            panic!()
+        };
+        assert_eq!(s.login_mechanism(), None, "not before the maildrop is open");
+        s.on_maildrop(principal, Ok(entries()));
+        assert_eq!(s.login_mechanism(), Some("PLAIN"));
+        // APOP that works.
+        let mut s = session();
+        s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb"));
+        s.on_secret(SecretOutcome::Found {
+            secret: Secret::Plaintext("tanstaaf".into()),
+            principal: "mrose".into(),
+        });
+        s.on_maildrop("mrose".into(), Ok(entries()));
+        assert_eq!(s.login_mechanism(), Some("APOP"));
+        // A maildrop that cannot be opened is no login.
+        let mut s = session();
+        s.on_line(line("USER mrose"));
+        s.on_line(line("PASS pw"));
+        s.on_auth(allow());
+        s.on_maildrop("mrose".into(), Err(MaildropError::InUse));
+        assert_eq!(s.login_mechanism(), None);
     }
 
     #[test]

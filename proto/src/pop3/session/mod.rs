@@ -101,6 +101,10 @@ pub struct Session {
     channel_binding: Option<Vec<u8>>,
     /// SASL exchanges started, for distinct SCRAM nonces.
     sasl_attempts: u32,
+    /// The mechanism of the login under way (`USER`, `APOP` or a SASL
+    /// mechanism's name), and of the one that succeeded.
+    trying: Option<&'static str>,
+    logged_in_with: Option<&'static str>,
 }
 
 impl Session {
@@ -129,6 +133,8 @@ impl Session {
             auth_failed: false,
             channel_binding: None,
             sasl_attempts: 0,
+            trying: None,
+            logged_in_with: None,
         }
     }
 
@@ -162,6 +168,11 @@ impl Session {
     /// The logged-in principal, if any.
     pub fn principal(&self) -> Option<&str> {
         self.principal.as_deref()
+    }
+
+    /// How the session logged in: `USER`, `APOP` or the SASL mechanism.
+    pub fn login_mechanism(&self) -> Option<&'static str> {
+        self.logged_in_with
     }
 
     pub fn stats(&self) -> Stats {

@@ -128,11 +128,29 @@ impl Session {
             "XOAUTH2" => (Sasl::OAuth { xoauth2: true }, m.xoauth2, true),
             _ => (Sasl::Plain, false, false),
         };
+        self.trying = Mechanisms::ALL.into_iter().find(|n| *n == mech);
         if !enabled {
             return Action::Reply(err("Unsupported authentication mechanism"));
         }
         if clear && !self.plaintext_allowed() {
             return Self::plaintext_refused();
+        }
+        // -PLUS takes its client-first message only as the initial
+        // response. RFC 5034 would have the server send an empty challenge
+        // instead, but the clients that ask for -PLUS this way without
+        // being able to bind to the channel (GNU SASL builds of mutt and
+        // neomutt pick -PLUS whenever it is offered and never hand GNU
+        // SASL the tls-exporter value) answer that challenge with `*` and
+        // never read the `-ERR` that RFC 5034 then requires; they would
+        // read it as the answer to their next command (APOP), and every
+        // answer after it one command late, so the server logged them in
+        // while they read a failure. Refused here, before any challenge,
+        // they move on to their next mechanism in step.
+        if matches!(chosen, Sasl::ScramFirst { plus: true }) && initial.is_none() {
+            return Action::Reply(err(
+                "SCRAM-SHA-256-PLUS needs the client-first message with AUTH \
+                 (an initial response); use another mechanism",
+            ));
         }
         self.continue_sasl(chosen);
         match initial {
@@ -622,8 +640,15 @@ mod tests {
         password: &str,
     ) -> Action {
         let bare = "n=alice,r=clientnonce123";
-        assert_eq!(reply(s.on_line(line(&format!("AUTH {mech}")))), "+ \r\n");
-        match s.on_line(line(&B64.encode(format!("{gs2}{bare}")))) {
+        let first = B64.encode(format!("{gs2}{bare}"));
+        // -PLUS takes client-first only as the initial response.
+        let sent = if mech.ends_with("-PLUS") {
+            s.on_line(line(&format!("AUTH {mech} {first}")))
+        } else {
+            assert_eq!(reply(s.on_line(line(&format!("AUTH {mech}")))), "+ \r\n");
+            s.on_line(line(&first))
+        };
+        match sent {
             Action::LookupSecret { user, kind } => {
                 assert_eq!((user.as_str(), kind), ("alice", SecretKind::ScramSha256))
             }
@@ -743,6 +768,35 @@ mod tests {
         );
         let a = scram_login(&mut s, "SCRAM-SHA-256", "y,,", b"", verifier("pw"), "pw");
         assert!(reply(a).starts_with("-ERR [AUTH] Authentication failed: channel binding"));
+    }
+
+    #[test]
+    fn plus_without_initial_response_is_refused_before_any_challenge() {
+        // What mutt/neomutt (GNU SASL) do with -PLUS on offer: AUTH without
+        // an initial response, then their next mechanism. The refusal
+        // comes at once, so APOP's answer is APOP's.
+        let mut s = with_mechanisms(
+            &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+            true,
+            Some(vec![9; 32]),
+        );
+        assert_eq!(
+            reply(s.on_line(line("AUTH SCRAM-SHA-256-PLUS"))),
+            "-ERR SCRAM-SHA-256-PLUS needs the client-first message with AUTH \
+             (an initial response); use another mechanism\r\n"
+        );
+        assert!(!s.take_auth_failure(), "no credentials were tried");
+        assert!(matches!(
+            s.on_line(line("APOP mrose c4c9334bac560ecc979e58001b3e22fb")),
+            Action::LookupSecret { .. }
+        ));
+        // With the initial response it runs (see scram_plus_binds_...).
+        let mut s = with_mechanisms(&["SCRAM-SHA-256-PLUS"], true, Some(vec![9; 32]));
+        let first = B64.encode("p=tls-exporter,,n=alice,r=abc");
+        assert!(matches!(
+            s.on_line(line(&format!("AUTH SCRAM-SHA-256-PLUS {first}"))),
+            Action::LookupSecret { .. }
+        ));
     }
 
     #[test]
