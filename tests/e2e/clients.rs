@@ -18,9 +18,15 @@
 //! | mpop (user/plain/login; every: `auth on`) | USER | PLAIN | LOGIN | SCRAM-SHA-256 | PLAIN | PLAIN |
 //! | openssl s_client (USER/PASS by script) | - | USER | USER | - | USER | USER |
 //!
+//! None of these clients issues `UTF8` (RFC 6856), so the message whose
+//! header has UTF-8 (message 5) reaches them with that header downgraded
+//! (RFC 6857: encoded-words), and its RETR `+OK` states the size sent;
+//! LIST and STAT state the size as stored.
+//!
 //! What each client does to a message on its own, and what the tests
-//! therefore expect (`wire` = the stored message with LF turned into CRLF
-//! and a final CRLF added, i.e. `crlf(stored)`, un-dot-stuffed):
+//! therefore expect (`wire` = the message as sent, un-dot-stuffed: the
+//! stored message, its header downgraded if it has UTF-8, with LF turned
+//! into CRLF and a final CRLF added, i.e. `crlf(sent)`):
 //!
 //! - poplib `retr()`: the lines of `wire` without their CRLF, un-dot-stuffed;
 //!   `octets` = `wire.len()`.
@@ -108,6 +114,9 @@ pub(crate) struct Stored {
     sub: &'static str,
     name: &'static str,
     bytes: Vec<u8>,
+    /// The header block as a client not in UTF-8 mode gets it, when the
+    /// stored one has UTF-8 (RFC 6857), written out here by hand.
+    downgraded_header: Option<&'static [u8]>,
 }
 
 impl Stored {
@@ -116,9 +125,26 @@ impl Stored {
         self.name.split(':').next().unwrap()
     }
 
-    /// What a POP3 client receives once the dot-stuffing is undone.
+    /// What a POP3 client (not in UTF-8 mode) receives once the
+    /// dot-stuffing is undone.
     pub(crate) fn wire(&self) -> Vec<u8> {
-        crlf(&self.bytes)
+        match self.downgraded_header {
+            None => crlf(&self.bytes),
+            Some(header) => {
+                let end = self
+                    .bytes
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .expect("a header block")
+                    + 2;
+                crlf(&[header, &self.bytes[end..]].concat())
+            }
+        }
+    }
+
+    /// The size LIST and STAT state: the stored message in CRLF.
+    pub(crate) fn listed(&self) -> usize {
+        crlf(&self.bytes).len()
     }
 }
 
@@ -144,11 +170,13 @@ pub(crate) fn mailbox() -> Vec<Stored> {
             sub: "cur",
             name: "1700000001.M1P1.test:2,S",
             bytes: b"From: a@example.org\nTo: alice@example.org\nSubject: plain\nMessage-ID: <1@example.org>\n\nfirst body line\nsecond\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000002.M2P2.test",
             bytes: b"From: b@example.org\nSubject: dots\n\n.starts with dot\n..two dots\n.\n. dot space\n...\nmiddle\n\n.\nend\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             // Stored with CRLF already, a folded header, a lone dot as the
@@ -156,27 +184,34 @@ pub(crate) fn mailbox() -> Vec<Stored> {
             sub: "new",
             name: "1700000003.M3P3.test",
             bytes: b"From: c@example.org\r\nSubject: stored with CRLF\r\nX-Long: folded\r\n\tcontinuation\r\n\r\nbody with crlf\r\n..\r\n.\r\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000004.M4P4.test",
             bytes: b"From: d@example.org\nSubject: no final newline\n\nfirst\n.last line without newline".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000005.M5P5.test",
             bytes: b"From: e@example.org\nSubject: 8-bit\nX-Raw: caf\xc3\xa9 \xe2\x82\xac\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\ncaf\xe9 na\xefve \xff\xfe\x80\x81\n\xa0.not a dot line\n".to_vec(),
+            // The UTF-8 field as RFC 2047 encoded-words; the 8-bit body
+            // as stored.
+            downgraded_header: Some(b"From: e@example.org\nSubject: 8-bit\nX-Raw: =?UTF-8?Q?caf=C3=A9_=E2=82=AC?=\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\n"),
         },
         Stored {
             // A header and no body: no empty line at all.
             sub: "new",
             name: "1700000006.M6P6.test",
             bytes: b"From: f@example.org\nSubject: headers only\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000007.M7P7.test",
             bytes: big,
+            downgraded_header: None,
         },
     ]
 }
@@ -193,7 +228,7 @@ pub(crate) fn alice_server(opts: Options) -> (TestServer, Vec<Stored>) {
 }
 
 pub(crate) fn total_size(msgs: &[Stored]) -> usize {
-    msgs.iter().map(|m| m.wire().len()).sum()
+    msgs.iter().map(|m| m.listed()).sum()
 }
 
 /// The UIDs (Maildir base names) left in a Maildir.
@@ -698,7 +733,7 @@ fn poplib_fetches_whole_mailbox(transport: Transport, offered: Offered) {
     let want_list: Vec<String> = msgs
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{} {}", i + 1, m.wire().len()))
+        .map(|(i, m)| format!("{} {}", i + 1, m.listed()))
         .collect();
     assert_eq!(field("list"), want_list);
     let want_uidl: Vec<String> = msgs
@@ -739,7 +774,7 @@ fn poplib_fetches_whole_mailbox(transport: Transport, offered: Offered) {
         .map(|n| format!("{n} +OK Message {n} deleted"))
         .collect();
     assert_eq!(field("dele"), want_dele);
-    let left: usize = deletes.iter().map(|&n| msgs[n - 1].wire().len()).sum();
+    let left: usize = deletes.iter().map(|&n| msgs[n - 1].listed()).sum();
     assert_eq!(
         one("stat-after-dele"),
         format!("{} {}", msgs.len() - deletes.len(), total - left)
@@ -866,7 +901,7 @@ fn curl_fetches_whole_mailbox(transport: Transport, offered: Offered) {
     let want: String = msgs
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{} {}\r\n", i + 1, m.wire().len()))
+        .map(|(i, m)| format!("{} {}\r\n", i + 1, m.listed()))
         .collect();
     assert_eq!(list.stdout(), want, "{}", list.output());
     let log = list.stderr();
@@ -1363,6 +1398,7 @@ fn mpop_fetches_whole_mailbox(transport: Transport, offered: Offered, auth: &str
         sub: "new",
         name: "1700000100.M9P9.test",
         bytes: b"From: g@example.org\nSubject: later\n\n.later\n".to_vec(),
+        downgraded_header: None,
     };
     put_message(&s.maildir("alice"), extra.sub, extra.name, &extra.bytes);
     msgs.push(extra);

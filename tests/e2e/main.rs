@@ -21,3 +21,4 @@ mod proxy;
 mod sandbox;
 mod sasl;
 mod service;
+mod utf8;

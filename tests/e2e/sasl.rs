@@ -318,7 +318,7 @@ fn scram_plus_is_not_offered_without_tls() {
 // mpop (GNU SASL) for SCRAM-SHA-256, OAUTHBEARER and XOAUTH2.
 // ---------------------------------------------------------------------------
 
-fn mpop(s: &TestServer, user: &str, auth: &str, secret: &str, tls: bool) -> Run {
+pub(crate) fn mpop(s: &TestServer, user: &str, auth: &str, secret: &str, tls: bool) -> Run {
     require("mpop", "mpop");
     let home = tempfile::tempdir().unwrap();
     let maildir = home.path().join("Maildir");

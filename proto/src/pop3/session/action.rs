@@ -83,9 +83,15 @@ pub enum Action {
     /// Lock the maildrop and list it, then call
     /// [`Session::on_maildrop`](super::Session::on_maildrop).
     OpenMaildrop { principal: String },
-    /// Send `head`, then the message `key` through `encoder`.
+    /// Send `head`, then the message `key` through `encoder`. An encoder
+    /// that downgrades (a client not in UTF-8 mode, RFC 6856) writes
+    /// nothing until its size is settled; if it changed the size of a RETR
+    /// answer (`octets` is the listing's size), send
+    /// [`Session::retr_head`](super::Session::retr_head) of the new size
+    /// instead of `head`.
     SendMessage {
         head: Vec<u8>,
+        octets: Option<u64>,
         key: String,
         stored_size: u64,
         encoder: MessageEncoder,

@@ -6,8 +6,10 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::super::command::Command;
-use super::super::reply::{Code, err, err_code, multi, ok};
+use super::super::lang::Text;
+use super::super::reply::Code;
 use super::super::scram::ClientFirst;
+use super::i18n::net_unicode;
 use super::transaction::Maildrop;
 use super::{
     Action, AuthOutcome, AuthRequest, Entry, MaildropError, Secret, SecretKind, SecretOutcome,
@@ -26,11 +28,19 @@ pub(super) enum Pending {
 }
 
 impl Session {
-    pub(super) fn plaintext_refused() -> Action {
-        Action::Reply(err_code(
-            Code::Auth,
-            "Plaintext authentication disallowed on non-secure connections; use STLS first",
-        ))
+    pub(super) fn plaintext_refused(&self) -> Action {
+        Action::Reply(self.err_code_text(Code::Auth, Text::PlaintextRefused))
+    }
+
+    /// The answer to a login the auth plugin could not decide now.
+    pub(super) fn auth_temp_fail(&self) -> Action {
+        Action::Reply(self.err_code_text(Code::SysTemp, Text::AuthTempFail))
+    }
+
+    /// The answer to a refused login (wrong password, unknown user).
+    pub(super) fn auth_refused(&mut self) -> Action {
+        self.auth_failed = true;
+        Action::Reply(self.err_code_text(Code::Auth, Text::AuthFailed))
     }
 
     pub(super) fn authorization(&mut self, cmd: Command) -> Action {
@@ -41,19 +51,21 @@ impl Session {
         match cmd {
             Command::User(name) => {
                 if !plaintext_ok {
-                    return Self::plaintext_refused();
+                    return self.plaintext_refused();
                 }
-                *user = Some(name);
-                Action::Reply(ok("Send your password"))
+                // RFC 6856 `UTF8 USER`: names and passwords in
+                // Net-Unicode form, so every way of typing `é` is one.
+                *user = Some(net_unicode(&name).into_owned());
+                Action::Reply(self.ok_text(Text::SendPassword))
             }
             Command::Pass(password) => match user.take() {
-                None => Action::Reply(err("Give USER first")),
+                None => Action::Reply(self.err_text(Text::GiveUserFirst)),
                 Some(name) => {
                     self.trying = Some("USER");
                     Action::Verify(AuthRequest {
                         user: name,
                         mechanism: "USER",
-                        credential: password,
+                        credential: net_unicode(&password).into_owned(),
                         authzid: String::new(),
                     })
                 }
@@ -61,21 +73,18 @@ impl Session {
             Command::Apop { user: name, digest } => {
                 *user = None;
                 if !self.config.apop {
-                    return Action::Reply(err("APOP is not enabled"));
+                    return Action::Reply(self.err_text(Text::ApopDisabled));
                 }
                 *pending = Some(Pending::Apop(digest.to_ascii_lowercase()));
                 self.trying = Some("APOP");
                 Action::LookupSecret {
-                    user: name,
+                    user: net_unicode(&name).into_owned(),
                     kind: SecretKind::Plaintext,
                 }
             }
             Command::Auth {
                 mechanism: None, ..
-            } => Action::Reply(multi(
-                "Supported mechanisms follow",
-                self.offered_mechanisms(),
-            )),
+            } => Action::Reply(self.multi_text(Text::MechanismsFollow, self.offered_mechanisms())),
             Command::Auth {
                 mechanism: Some(mech),
                 initial,
@@ -85,15 +94,15 @@ impl Session {
             }
             Command::Stls => {
                 if self.tls {
-                    Action::Reply(err("Already using TLS"))
+                    Action::Reply(self.err_text(Text::AlreadyTls))
                 } else if !self.config.stls {
-                    Action::Reply(err("STLS is not available on this port"))
+                    Action::Reply(self.err_text(Text::StlsUnavailable))
                 } else {
                     *user = None;
-                    Action::StartTls(ok("Begin TLS negotiation"))
+                    Action::StartTls(self.ok_text(Text::BeginTls))
                 }
             }
-            _ => Action::Reply(err("Command not valid before login")),
+            _ => Action::Reply(self.err_text(Text::NotBeforeLogin)),
         }
     }
 
@@ -108,17 +117,14 @@ impl Session {
         };
         match outcome {
             AuthOutcome::Allow { principal } => Action::OpenMaildrop { principal },
-            AuthOutcome::Deny => {
-                self.auth_failed = true;
-                match oauth {
-                    Some(xoauth2) => self.oauth_refused(xoauth2),
-                    None => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+            AuthOutcome::Deny => match oauth {
+                Some(xoauth2) => {
+                    self.auth_failed = true;
+                    self.oauth_refused(xoauth2)
                 }
-            }
-            AuthOutcome::TempFail => Action::Reply(err_code(
-                Code::SysTemp,
-                "Authentication is temporarily unavailable, try again later",
-            )),
+                None => self.auth_refused(),
+            },
+            AuthOutcome::TempFail => self.auth_temp_fail(),
         }
     }
 
@@ -131,7 +137,7 @@ impl Session {
         match pending {
             Some(Pending::Apop(digest)) => self.apop_secret(digest, outcome),
             Some(Pending::Scram { first }) => self.scram_secret(first, outcome),
-            _ => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+            _ => Action::Reply(self.err_code_text(Code::Auth, Text::AuthFailed)),
         }
     }
 
@@ -140,33 +146,25 @@ impl Session {
             SecretOutcome::Found {
                 secret: Secret::ScramSha256(_),
                 ..
-            } => {
-                self.auth_failed = true;
-                Action::Reply(err_code(Code::Auth, "Authentication failed"))
-            }
+            } => self.auth_refused(),
             SecretOutcome::Found {
                 secret: Secret::Plaintext(secret),
                 principal,
             } => {
                 let mut h = Md5::new();
                 h.update(self.timestamp.as_bytes());
-                h.update(secret.as_bytes());
+                // The client digests the password as it types it: in
+                // Net-Unicode form, as the stored one is taken here.
+                h.update(net_unicode(&secret).as_bytes());
                 let expected = hex::encode(h.finalize());
                 if bool::from(expected.as_bytes().ct_eq(digest.as_bytes())) {
                     Action::OpenMaildrop { principal }
                 } else {
-                    self.auth_failed = true;
-                    Action::Reply(err_code(Code::Auth, "Authentication failed"))
+                    self.auth_refused()
                 }
             }
-            SecretOutcome::Unavailable => {
-                self.auth_failed = true;
-                Action::Reply(err_code(Code::Auth, "Authentication failed"))
-            }
-            SecretOutcome::TempFail => Action::Reply(err_code(
-                Code::SysTemp,
-                "Authentication is temporarily unavailable, try again later",
-            )),
+            SecretOutcome::Unavailable => self.auth_refused(),
+            SecretOutcome::TempFail => self.auth_temp_fail(),
         }
     }
 
@@ -188,22 +186,19 @@ impl Session {
                 self.state = State::Transaction(drop);
                 self.principal = Some(principal);
                 self.logged_in_with = self.trying.take();
-                Action::Reply(ok(&format!("Logged in, {n} messages ({octets} octets)")))
+                Action::Reply(self.ok_text(Text::LoggedIn {
+                    messages: n,
+                    octets,
+                }))
             }
-            Err(MaildropError::InUse) => Action::Reply(err_code(
-                Code::InUse,
-                "Mailbox is locked by another POP3 session",
-            )),
-            Err(MaildropError::LoginDelay) => Action::Reply(err_code(
-                Code::LoginDelay,
-                "Logged in too recently, try again later",
-            )),
-            Err(MaildropError::Temporary) => Action::Reply(err_code(
-                Code::SysTemp,
-                "Mailbox is temporarily unavailable, try again later",
-            )),
-            Err(MaildropError::Permanent) => {
-                Action::Reply(err_code(Code::SysPerm, "Mailbox cannot be opened"))
+            Err(e) => {
+                let (code, text) = match e {
+                    MaildropError::InUse => (Code::InUse, Text::InUse),
+                    MaildropError::LoginDelay => (Code::LoginDelay, Text::LoginDelay),
+                    MaildropError::Temporary => (Code::SysTemp, Text::MailboxTemp),
+                    MaildropError::Permanent => (Code::SysPerm, Text::MailboxPerm),
+                };
+                Action::Reply(self.err_code_text(code, text))
             }
         }
     }
@@ -214,6 +209,9 @@ impl Session {
     pub fn on_tls_started(&mut self, channel_binding: Option<Vec<u8>>) {
         self.tls = true;
         self.channel_binding = channel_binding;
+        // RFC 2595 §4: nothing said before TLS carries over into it.
+        self.utf8 = false;
+        self.lang = Default::default();
         self.state = State::Authorization {
             user: None,
             sasl: None,

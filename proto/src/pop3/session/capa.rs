@@ -1,14 +1,15 @@
 //! CAPA (RFC 2449): what this connection offers, which changes with the
 //! state, TLS, the plaintext policy and the channel binding.
 
-use super::super::reply::multi;
+use super::super::lang::Text;
 use super::{Phase, Session};
 
 impl Session {
     pub(super) fn capa(&self) -> Vec<u8> {
         let mut caps: Vec<String> = vec!["TOP".into(), "UIDL".into()];
         let authorization = self.phase() == Phase::Authorization;
-        if authorization && self.plaintext_allowed() {
+        let user = authorization && self.plaintext_allowed();
+        if user {
             caps.push("USER".into());
         }
         let mechanisms = self.offered_mechanisms();
@@ -25,11 +26,15 @@ impl Session {
         if let Some(e) = &self.config.expire {
             caps.push(format!("EXPIRE {e}"));
         }
+        // RFC 6856: UTF-8 mode, UTF-8 names and passwords in USER/PASS
+        // (where USER is on offer), and reply languages.
+        caps.push(if user { "UTF8 USER" } else { "UTF8" }.into());
+        caps.push("LANG".into());
         caps.push(format!(
             "IMPLEMENTATION Poplar-{}",
             env!("CARGO_PKG_VERSION")
         ));
-        multi("Capability list follows", caps)
+        self.multi_text(Text::CapabilitiesFollow, caps)
     }
 
     /// The SASL mechanisms this connection offers now.
@@ -70,6 +75,8 @@ mod tests {
             "\r\nAUTH-RESP-CODE\r\n",
             "\r\nPIPELINING\r\n",
             "\r\nSTLS\r\n",
+            "\r\nUTF8 USER\r\n",
+            "\r\nLANG\r\n",
             "\r\nIMPLEMENTATION Poplar-",
         ] {
             assert!(before.contains(cap), "{cap:?} in {before}");
@@ -83,7 +90,8 @@ mod tests {
         assert_eq!(reply(s.on_line(line("STLS"))), "-ERR Already using TLS\r\n");
         let mut s = logged_in();
         let after = reply(s.on_line(line("CAPA")));
-        assert!(!after.contains("STLS") && !after.contains("USER") && !after.contains("SASL"));
+        assert!(!after.contains("STLS") && !after.contains("\r\nUSER") && !after.contains("SASL"));
+        assert!(after.contains("\r\nUTF8\r\n") && after.contains("\r\nLANG\r\n"));
         assert!(after.contains("\r\nTOP\r\n"));
     }
 

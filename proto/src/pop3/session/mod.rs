@@ -1,5 +1,6 @@
 //! The POP3 session state machine (RFC 1939 states AUTHORIZATION,
-//! TRANSACTION and UPDATE, plus SASL exchanges from RFC 5034).
+//! TRANSACTION and UPDATE, plus SASL exchanges from RFC 5034, and RFC
+//! 6856's UTF-8 mode and reply languages).
 //!
 //! The session never does I/O. It takes command lines and the results of
 //! work it asked for, and returns an [`Action`]: bytes to send, or a request
@@ -13,6 +14,7 @@ mod authorization;
 mod capa;
 #[cfg(test)]
 mod fixtures;
+mod i18n;
 mod sasl;
 mod transaction;
 
@@ -24,8 +26,9 @@ pub use sasl::Mechanisms;
 pub use transaction::{Entry, Stats};
 
 use super::command::{Command, parse};
+use super::lang::{self, Lang, Text};
 use super::line::Line;
-use super::reply::{err, ok};
+use super::reply::{self, Code, ok};
 use authorization::Pending;
 use sasl::Sasl;
 use transaction::Maildrop;
@@ -79,6 +82,42 @@ enum State {
     Update,
 }
 
+/// How replies are worded: the language chosen with `LANG`, and whether
+/// the client switched to UTF-8 (else the text is spelt in ASCII, as RFC
+/// 2449's replies are).
+#[derive(Debug, Clone, Copy)]
+struct Voice {
+    lang: Lang,
+    utf8: bool,
+}
+
+impl Voice {
+    fn say(self, text: Text) -> String {
+        let said = text.render(self.lang);
+        if self.utf8 {
+            said.into_owned()
+        } else {
+            lang::ascii(&said).into_owned()
+        }
+    }
+
+    fn ok(self, text: Text) -> Vec<u8> {
+        ok(&self.say(text))
+    }
+
+    fn err(self, text: Text) -> Vec<u8> {
+        reply::err(&self.say(text))
+    }
+
+    fn err_code(self, code: Code, text: Text) -> Vec<u8> {
+        reply::err_code(code, &self.say(text))
+    }
+
+    fn multi<S: AsRef<str>>(self, text: Text, lines: impl IntoIterator<Item = S>) -> Vec<u8> {
+        reply::multi(&self.say(text), lines)
+    }
+}
+
 /// One POP3 session.
 #[derive(Debug)]
 pub struct Session {
@@ -105,6 +144,11 @@ pub struct Session {
     /// mechanism's name), and of the one that succeeded.
     trying: Option<&'static str>,
     logged_in_with: Option<&'static str>,
+    /// The client switched to UTF-8 mode (RFC 6856 `UTF8`): messages go
+    /// out as stored, reply text may be UTF-8.
+    utf8: bool,
+    /// The language of reply text (RFC 6856 `LANG`).
+    lang: Lang,
 }
 
 impl Session {
@@ -135,6 +179,8 @@ impl Session {
             sasl_attempts: 0,
             trying: None,
             logged_in_with: None,
+            utf8: false,
+            lang: Lang::default(),
         }
     }
 
@@ -143,6 +189,55 @@ impl Session {
     /// that started on implicit TLS 1.3. Enables SCRAM-SHA-256-PLUS.
     pub fn set_channel_binding(&mut self, value: Option<Vec<u8>>) {
         self.channel_binding = value;
+    }
+
+    /// Whether the client switched to UTF-8 mode (RFC 6856).
+    pub fn utf8(&self) -> bool {
+        self.utf8
+    }
+
+    /// `-ERR [CODE] text` in the session's language, for answers the
+    /// network layer gives itself (autologout, shutdown, a message that
+    /// cannot be read).
+    pub fn error_reply(&self, code: Option<Code>, text: Text) -> Vec<u8> {
+        match code {
+            Some(code) => self.err_code_text(code, text),
+            None => self.err_text(text),
+        }
+    }
+
+    /// The first line of a RETR answer for a message of `octets` octets
+    /// (the network layer asks again when downgrading changed the size).
+    pub fn retr_head(&self, octets: u64) -> Vec<u8> {
+        self.ok_text(Text::Octets(octets))
+    }
+
+    /// How replies are worded now.
+    fn voice(&self) -> Voice {
+        Voice {
+            lang: self.lang,
+            utf8: self.utf8,
+        }
+    }
+
+    fn say(&self, text: Text) -> String {
+        self.voice().say(text)
+    }
+
+    fn ok_text(&self, text: Text) -> Vec<u8> {
+        self.voice().ok(text)
+    }
+
+    fn err_text(&self, text: Text) -> Vec<u8> {
+        self.voice().err(text)
+    }
+
+    fn err_code_text(&self, code: Code, text: Text) -> Vec<u8> {
+        self.voice().err_code(code, text)
+    }
+
+    fn multi_text<S: AsRef<str>>(&self, text: Text, lines: impl IntoIterator<Item = S>) -> Vec<u8> {
+        self.voice().multi(text, lines)
     }
 
     /// The greeting sent when the connection opens.
@@ -228,9 +323,9 @@ impl Session {
                     *sasl = None;
                 }
                 if self.bad_lines >= MAX_BAD_LINES {
-                    return Action::Close(err("Too many over-long lines, closing connection"));
+                    return Action::Close(self.err_text(Text::TooManyLongLines));
                 }
-                return Action::Reply(err("Line too long"));
+                return Action::Reply(self.err_text(Text::LineTooLong));
             }
         };
         if let State::Authorization { sasl: Some(_), .. } = self.state {
@@ -240,13 +335,15 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 self.last_command = None;
-                return Action::Reply(err(&e.to_string()));
+                return Action::Reply(self.err_text(Text::Parse(e)));
             }
         };
         self.last_command = Some(cmd.name());
         match cmd {
             Command::Capa => Action::Reply(self.capa()),
             Command::Quit => self.quit(),
+            Command::Lang(range) => Action::Reply(self.lang_command(range)),
+            Command::Utf8 => Action::Reply(self.utf8_command()),
             _ => match self.phase() {
                 Phase::Authorization => self.authorization(cmd),
                 Phase::Transaction => self.transaction(cmd),

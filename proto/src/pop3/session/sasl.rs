@@ -6,9 +6,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::super::reply::{Code, err, err_code};
+use super::super::lang::Text;
+use super::super::reply::Code;
 use super::super::scram::{ClientFirst, Exchange, ScramError, Verifier};
 use super::authorization::Pending;
+use super::i18n::saslprep;
 use super::{Action, AuthRequest, Secret, SecretKind, SecretOutcome, Session, State};
 
 /// Which SASL mechanisms a listener offers (RFC 5034). Mechanisms that
@@ -130,10 +132,10 @@ impl Session {
         };
         self.trying = Mechanisms::ALL.into_iter().find(|n| *n == mech);
         if !enabled {
-            return Action::Reply(err("Unsupported authentication mechanism"));
+            return Action::Reply(self.err_text(Text::UnsupportedMechanism));
         }
         if clear && !self.plaintext_allowed() {
-            return Self::plaintext_refused();
+            return self.plaintext_refused();
         }
         // -PLUS takes its client-first message only as the initial
         // response. RFC 5034 would have the server send an empty challenge
@@ -147,10 +149,7 @@ impl Session {
         // while they read a failure. Refused here, before any challenge,
         // they move on to their next mechanism in step.
         if matches!(chosen, Sasl::ScramFirst { plus: true }) && initial.is_none() {
-            return Action::Reply(err(
-                "SCRAM-SHA-256-PLUS needs the client-first message with AUTH \
-                 (an initial response); use another mechanism",
-            ));
+            return Action::Reply(self.err_text(Text::PlusNeedsInitialResponse));
         }
         self.continue_sasl(chosen);
         match initial {
@@ -208,7 +207,7 @@ impl Session {
             unreachable!("sasl_response needs an exchange")
         };
         if line == b"*" {
-            return Action::Reply(err("Authentication cancelled"));
+            return Action::Reply(self.err_text(Text::Cancelled));
         }
         // `=` is an empty response (RFC 5034 §4).
         let empty = line == b"=";
@@ -217,24 +216,24 @@ impl Session {
         } else {
             match B64.decode(line) {
                 Ok(d) => d,
-                Err(_) => return Action::Reply(err("Invalid base64 in authentication response")),
+                Err(_) => return Action::Reply(self.err_text(Text::InvalidBase64)),
             }
         };
         let Ok(text) = String::from_utf8(decoded) else {
-            return Action::Reply(err_code(Code::Auth, "Authentication failed"));
+            return Action::Reply(self.err_code_text(Code::Auth, Text::AuthFailed));
         };
         match mech {
             Sasl::Plain => self.plain(text, empty),
             Sasl::LoginUser => self.login_user(text),
-            Sasl::LoginPass { user } => login_pass(user, text),
+            Sasl::LoginPass { user } => self.login_pass(user, &text),
             Sasl::ScramFirst { plus } => self.scram_first(&text, plus),
             Sasl::ScramFinal {
                 exchange,
                 principal,
             } => self.scram_final(&exchange, principal, &text),
-            Sasl::ScramVerified { principal } => scram_verified(principal, &text),
+            Sasl::ScramVerified { principal } => self.scram_verified(principal, &text),
             Sasl::OAuth { xoauth2 } => self.oauth(xoauth2, text, empty),
-            Sasl::OAuthRefused => Action::Reply(err_code(Code::Auth, "Authentication failed")),
+            Sasl::OAuthRefused => Action::Reply(self.err_code_text(Code::Auth, Text::AuthFailed)),
         }
     }
 
@@ -250,25 +249,49 @@ impl Session {
             [authzid, authcid, _]
                 if !name_ok(authcid) || !(authzid.is_empty() || name_ok(authzid)) =>
             {
-                Action::Reply(err_code(Code::Auth, "Malformed user name"))
+                Action::Reply(self.err_code_text(Code::Auth, Text::MalformedUser))
             }
-            [authzid, authcid, password] => Action::Verify(AuthRequest {
-                user: authcid.to_string(),
-                mechanism: "PLAIN",
-                credential: password.to_string(),
-                authzid: authzid.to_string(),
-            }),
-            _ => Action::Reply(err_code(Code::Auth, "Malformed PLAIN response")),
+            // RFC 4616 §2: the server prepares all three with SASLprep.
+            [authzid, authcid, password] => {
+                match (saslprep(authzid), saslprep(authcid), saslprep(password)) {
+                    (Some(authzid), Some(authcid), Some(password)) => Action::Verify(AuthRequest {
+                        user: authcid.into_owned(),
+                        mechanism: "PLAIN",
+                        credential: password.into_owned(),
+                        authzid: authzid.into_owned(),
+                    }),
+                    _ => Action::Reply(self.err_code_text(Code::Auth, Text::Unprepared)),
+                }
+            }
+            _ => Action::Reply(self.err_code_text(Code::Auth, Text::MalformedPlain)),
         }
     }
 
-    /// LOGIN's first answer: the user name.
+    /// LOGIN's first answer: the user name (SASLprep'd, as GNU SASL
+    /// suggests for this unspecified mechanism).
     fn login_user(&mut self, text: String) -> Action {
         if !name_ok(&text) {
-            return Action::Reply(err_code(Code::Auth, "Malformed user name"));
+            return Action::Reply(self.err_code_text(Code::Auth, Text::MalformedUser));
         }
-        self.continue_sasl(Sasl::LoginPass { user: text });
+        let Some(user) = saslprep(&text) else {
+            return Action::Reply(self.err_code_text(Code::Auth, Text::Unprepared));
+        };
+        let user = user.into_owned();
+        self.continue_sasl(Sasl::LoginPass { user });
         Action::Reply(self.sasl_prompt())
+    }
+
+    /// LOGIN's second answer: the password.
+    fn login_pass(&self, user: String, password: &str) -> Action {
+        match saslprep(password) {
+            Some(password) => Action::Verify(AuthRequest {
+                user,
+                mechanism: "LOGIN",
+                credential: password.into_owned(),
+                authzid: String::new(),
+            }),
+            None => Action::Reply(self.err_code_text(Code::Auth, Text::Unprepared)),
+        }
     }
 
     /// SCRAM's client-first message (RFC 5802 §5.1): look up the verifier.
@@ -276,17 +299,20 @@ impl Session {
         let offered = self.channel_binding.is_some() && self.config.mechanisms.scram_sha256_plus;
         match ClientFirst::parse(text, plus, offered) {
             Ok(first) if !name_ok(&first.user) => {
-                Action::Reply(err_code(Code::Auth, "Malformed user name"))
+                Action::Reply(self.err_code_text(Code::Auth, Text::MalformedUser))
             }
-            Ok(first) => {
-                let user = first.user.clone();
-                self.wait_for(Pending::Scram { first });
-                Action::LookupSecret {
-                    user,
-                    kind: SecretKind::ScramSha256,
+            // RFC 5802 §5.1: the server looks the name up SASLprep'd.
+            Ok(first) => match saslprep(&first.user).map(|u| u.into_owned()) {
+                Some(user) => {
+                    self.wait_for(Pending::Scram { first });
+                    Action::LookupSecret {
+                        user,
+                        kind: SecretKind::ScramSha256,
+                    }
                 }
-            }
-            Err(e) => Action::Reply(scram_refusal(&e)),
+                None => Action::Reply(self.err_code_text(Code::Auth, Text::Unprepared)),
+            },
+            Err(e) => Action::Reply(self.scram_refusal(&e)),
         }
     }
 
@@ -299,7 +325,7 @@ impl Session {
             }
             Err(e) => {
                 self.auth_failed = e == ScramError::Proof;
-                Action::Reply(scram_refusal(&e))
+                Action::Reply(self.scram_refusal(&e))
             }
         }
     }
@@ -319,7 +345,7 @@ impl Session {
         match parsed {
             // The user may be empty here: the token names it.
             Some((user, _)) if !user.is_empty() && !name_ok(&user) => {
-                Action::Reply(err_code(Code::Auth, "Malformed user name"))
+                Action::Reply(self.err_code_text(Code::Auth, Text::MalformedUser))
             }
             Some((user, token)) => {
                 self.wait_for(Pending::OAuth { xoauth2 });
@@ -330,7 +356,7 @@ impl Session {
                     authzid: String::new(),
                 })
             }
-            None => Action::Reply(err_code(Code::Auth, "Malformed OAuth response")),
+            None => Action::Reply(self.err_code_text(Code::Auth, Text::MalformedOAuth)),
         }
     }
 
@@ -359,19 +385,20 @@ impl Session {
             SecretOutcome::Found {
                 secret: Secret::Plaintext(pw),
                 principal,
-            } => {
-                // A stable per-user salt, so clients may cache the key.
-                let salt = made_up();
-                let v = Verifier::from_password(pw.as_bytes(), &salt.salt, salt.iterations);
-                (v, true, principal)
-            }
+            } => match saslprep(&pw) {
+                // The client hashes the SASLprep'd password (RFC 5802
+                // §2.2); a stored one SASLprep refuses matches nothing a
+                // client can send.
+                Some(pw) => {
+                    // A stable per-user salt, so clients may cache the key.
+                    let salt = made_up();
+                    let v = Verifier::from_password(pw.as_bytes(), &salt.salt, salt.iterations);
+                    (v, true, principal)
+                }
+                None => (made_up(), false, String::new()),
+            },
             SecretOutcome::Unavailable => (made_up(), false, String::new()),
-            SecretOutcome::TempFail => {
-                return Action::Reply(err_code(
-                    Code::SysTemp,
-                    "Authentication is temporarily unavailable, try again later",
-                ));
-            }
+            SecretOutcome::TempFail => return self.auth_temp_fail(),
         };
         let nonce = self.scram_nonce();
         match Exchange::new(first, verifier, real, &nonce, self.channel_binding.clone()) {
@@ -383,46 +410,38 @@ impl Session {
                 });
                 Action::Reply(reply)
             }
-            Err(e) => Action::Reply(scram_refusal(&e)),
+            Err(e) => Action::Reply(self.scram_refusal(&e)),
         }
     }
-}
 
-/// LOGIN's second answer: the password.
-fn login_pass(user: String, password: String) -> Action {
-    Action::Verify(AuthRequest {
-        user,
-        mechanism: "LOGIN",
-        credential: password,
-        authzid: String::new(),
-    })
-}
+    /// After SCRAM's server-final message the client sends an empty
+    /// response (RFC 5034 §4: `+OK` carries no data); only then is the
+    /// login done.
+    fn scram_verified(&self, principal: String, text: &str) -> Action {
+        if text.is_empty() {
+            Action::OpenMaildrop { principal }
+        } else {
+            Action::Reply(self.err_code_text(Code::Auth, Text::ExpectedEmpty))
+        }
+    }
 
-/// After SCRAM's server-final message the client sends an empty response
-/// (RFC 5034 §4: `+OK` carries no data); only then is the login done.
-fn scram_verified(principal: String, text: &str) -> Action {
-    if text.is_empty() {
-        Action::OpenMaildrop { principal }
-    } else {
-        Action::Reply(err_code(Code::Auth, "Expected an empty response"))
+    /// The answer to a failed SCRAM exchange. A wrong password and an
+    /// unknown user read the same; protocol errors say what was wrong.
+    fn scram_refusal(&self, e: &ScramError) -> Vec<u8> {
+        let text = match e {
+            ScramError::Proof => Text::AuthFailed,
+            other => Text::AuthFailedBecause(other.to_string()),
+        };
+        self.err_code_text(Code::Auth, text)
     }
 }
 
 /// Whether a user name from a SASL exchange may reach the auth plugin: not
-/// empty, and no control characters (USER and APOP names are held to
-/// printable ASCII by the parser; SASL names may be UTF-8, but a newline
-/// or NUL in a name is never a real user and could forge log lines).
+/// empty, and no control characters (the parser holds command lines to
+/// the same; a newline or NUL in a name is never a real user and could
+/// forge log lines).
 fn name_ok(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(char::is_control)
-}
-
-/// The answer to a failed SCRAM exchange. A wrong password and an unknown
-/// user read the same; protocol errors say what was wrong.
-fn scram_refusal(e: &ScramError) -> Vec<u8> {
-    match e {
-        ScramError::Proof => err_code(Code::Auth, "Authentication failed"),
-        other => err_code(Code::Auth, &format!("Authentication failed: {other}")),
-    }
 }
 
 /// OAUTHBEARER's initial client response (RFC 7628 §3.1):
@@ -797,6 +816,54 @@ mod tests {
             s.on_line(line(&format!("AUTH SCRAM-SHA-256-PLUS {first}"))),
             Action::LookupSecret { .. }
         ));
+    }
+
+    #[test]
+    fn sasl_names_and_passwords_are_saslprepped() {
+        let mut s = with_mechanisms(&["PLAIN", "LOGIN", "SCRAM-SHA-256"], true, None);
+        // PLAIN: soft hyphen dropped, NBSP made a space, ª folded to a.
+        let ir = B64.encode("\0\u{aa}lice\0p\u{ad}w\u{a0}d");
+        match s.on_line(line(&format!("AUTH PLAIN {ir}"))) {
+            Action::Verify(r) => {
+                assert_eq!((r.user.as_str(), r.credential.as_str()), ("alice", "pw d"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A private-use character is prohibited (RFC 4013 §2.3).
+        let unprepared =
+            "-ERR [AUTH] User name or password has characters SASLprep does not allow\r\n";
+        let ir = B64.encode("\0alice\0\u{e000}");
+        assert_eq!(
+            reply(s.on_line(line(&format!("AUTH PLAIN {ir}")))),
+            unprepared
+        );
+        // LOGIN: both answers.
+        s.on_line(line("AUTH LOGIN"));
+        s.on_line(line(&B64.encode("\u{2168}")));
+        match s.on_line(line(&B64.encode("I\u{ad}X"))) {
+            Action::Verify(r) => {
+                assert_eq!((r.user.as_str(), r.credential.as_str()), ("IX", "IX"))
+            }
+            other => panic!("{other:?}"),
+        }
+        s.on_line(line("AUTH LOGIN"));
+        assert_eq!(reply(s.on_line(line(&B64.encode("\u{e000}")))), unprepared);
+        // SCRAM: the name is looked up SASLprep'd, and a clear-text secret
+        // is SASLprep'd before the verifier is derived, as the client does
+        // to the password it hashes.
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], true, None);
+        let first = B64.encode("n,,n=\u{2168},r=abc");
+        match s.on_line(line(&format!("AUTH SCRAM-SHA-256 {first}"))) {
+            Action::LookupSecret { user, .. } => assert_eq!(user, "IX"),
+            other => panic!("{other:?}"),
+        }
+        let mut s = with_mechanisms(&["SCRAM-SHA-256"], true, None);
+        let stored = SecretOutcome::Found {
+            secret: Secret::Plaintext("p\u{ad}w\u{a0}d".into()),
+            principal: "alice".into(),
+        };
+        let a = scram_login(&mut s, "SCRAM-SHA-256", "n,,", b"", stored, "pw d");
+        assert!(matches!(a, Action::OpenMaildrop { .. }), "{a:?}");
     }
 
     #[test]

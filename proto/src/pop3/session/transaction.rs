@@ -4,7 +4,8 @@
 
 use super::super::command::Command;
 use super::super::encode::MessageEncoder;
-use super::super::reply::{Code, err, err_code, multi, ok};
+use super::super::lang::Text;
+use super::super::reply::{Code, ok};
 use super::{Action, Session, State, StorageFailure};
 
 /// One message of the maildrop as the session sees it.
@@ -51,11 +52,11 @@ impl Maildrop {
     }
 
     /// Looks up a message number the client gave.
-    fn get(&self, msg: u32) -> Result<(usize, &Entry), Vec<u8>> {
+    fn get(&self, msg: u32) -> Result<(usize, &Entry), Text> {
         let i = (msg as usize).wrapping_sub(1);
         match self.entries.get(i) {
-            None => Err(err("No such message")),
-            Some(_) if self.deleted[i] => Err(err("Message already deleted")),
+            None => Err(Text::NoSuchMessage),
+            Some(_) if self.deleted[i] => Err(Text::AlreadyDeleted),
             Some(e) => Ok((i, e)),
         }
     }
@@ -73,7 +74,7 @@ impl Session {
                     .map(|(e, _)| e.key.clone())
                     .collect();
                 if keys.is_empty() {
-                    Action::Quit(ok("Poplar signing off"))
+                    Action::Quit(self.ok_text(Text::SigningOff))
                 } else {
                     Action::Commit {
                         principal: drop.principal,
@@ -81,26 +82,25 @@ impl Session {
                     }
                 }
             }
-            _ => Action::Quit(ok("Poplar signing off")),
+            _ => Action::Quit(self.ok_text(Text::SigningOff)),
         }
     }
 
     /// The result of [`Action::Commit`]; the reply is the last one.
     pub fn on_commit(&mut self, result: Result<(), StorageFailure>) -> Vec<u8> {
         match result {
-            Ok(()) => ok("Poplar signing off"),
-            Err(StorageFailure::Temporary) => err_code(
-                Code::SysTemp,
-                "Some deleted messages could not be removed; they remain in the mailbox",
-            ),
-            Err(StorageFailure::Permanent) => err_code(
-                Code::SysPerm,
-                "Some deleted messages could not be removed; they remain in the mailbox",
-            ),
+            Ok(()) => self.ok_text(Text::SigningOff),
+            Err(StorageFailure::Temporary) => self.err_code_text(Code::SysTemp, Text::CommitFailed),
+            Err(StorageFailure::Permanent) => self.err_code_text(Code::SysPerm, Text::CommitFailed),
         }
     }
 
     pub(super) fn transaction(&mut self, cmd: Command) -> Action {
+        let voice = self.voice();
+        // RFC 6856: a client that has not switched to UTF-8 mode gets
+        // internationalized headers downgraded (RFC 6857).
+        let utf8 = self.utf8;
+        let encoder = |e: MessageEncoder| if utf8 { e } else { e.downgrading() };
         let State::Transaction(drop) = &mut self.state else {
             unreachable!("transaction() is only called in TRANSACTION")
         };
@@ -110,69 +110,73 @@ impl Session {
                 ok(&format!("{n} {octets}"))
             }
             Command::List(None) => {
-                let (n, octets) = drop.totals();
+                let (messages, octets) = drop.totals();
                 let lines = drop.live().map(|(i, e)| format!("{} {}", i + 1, e.size));
-                multi(&format!("{n} messages ({octets} octets)"), lines)
+                voice.multi(Text::Listing { messages, octets }, lines)
             }
             Command::List(Some(msg)) => match drop.get(msg) {
                 Ok((_, e)) => ok(&format!("{msg} {}", e.size)),
-                Err(r) => r,
+                Err(t) => voice.err(t),
             },
             Command::Uidl(None) => {
                 let lines = drop.live().map(|(i, e)| format!("{} {}", i + 1, e.uid));
-                multi("Unique-ID listing follows", lines)
+                voice.multi(Text::UidlFollows, lines)
             }
             Command::Uidl(Some(msg)) => match drop.get(msg) {
                 Ok((_, e)) => ok(&format!("{msg} {}", e.uid)),
-                Err(r) => r,
+                Err(t) => voice.err(t),
             },
             Command::Retr(msg) => match drop.get(msg) {
                 Ok((_, e)) => {
                     self.stats.retr += 1;
                     self.stats.retr_bytes += e.size;
                     return Action::SendMessage {
-                        head: ok(&format!("{} octets", e.size)),
+                        head: voice.ok(Text::Octets(e.size)),
+                        octets: Some(e.size),
                         key: e.key.clone(),
                         stored_size: e.stored_size,
-                        encoder: MessageEncoder::whole(),
+                        encoder: encoder(MessageEncoder::whole()),
                     };
                 }
-                Err(r) => r,
+                Err(t) => voice.err(t),
             },
             Command::Top { msg, lines } => match drop.get(msg) {
                 Ok((_, e)) => {
                     self.stats.top += 1;
                     return Action::SendMessage {
-                        head: ok("Top of message follows"),
+                        head: voice.ok(Text::TopFollows),
+                        octets: None,
                         key: e.key.clone(),
                         stored_size: e.stored_size,
-                        encoder: MessageEncoder::top(lines),
+                        encoder: encoder(MessageEncoder::top(lines)),
                     };
                 }
-                Err(r) => r,
+                Err(t) => voice.err(t),
             },
             Command::Dele(msg) => match drop.get(msg) {
                 Ok((i, e)) => {
                     self.stats.dele += 1;
                     self.stats.deleted_bytes += e.size;
                     drop.deleted[i] = true;
-                    ok(&format!("Message {msg} deleted"))
+                    voice.ok(Text::Deleted(msg))
                 }
-                Err(r) => r,
+                Err(t) => voice.err(t),
             },
             Command::Rset => {
                 drop.deleted.iter_mut().for_each(|d| *d = false);
                 self.stats.dele = 0;
                 self.stats.deleted_bytes = 0;
-                let (n, octets) = drop.totals();
-                ok(&format!("{n} messages ({octets} octets)"))
+                let (messages, octets) = drop.totals();
+                voice.ok(Text::Listing { messages, octets })
             }
-            Command::Noop => ok("Still here"),
-            Command::Stls => err("STLS is only valid before login"),
+            Command::Noop => voice.ok(Text::StillHere),
+            Command::Stls => voice.err(Text::StlsAfterLogin),
             Command::User(_) | Command::Pass(_) | Command::Apop { .. } | Command::Auth { .. } => {
-                err("Already logged in")
+                voice.err(Text::AlreadyLoggedIn)
             }
-            Command::Capa | Command::Quit => unreachable!("handled for every state"),
+            Command::Capa | Command::Quit | Command::Lang(_) | Command::Utf8 => {
+                unreachable!("handled for every state")
+            }
         };
         Action::Reply(reply)
     }
