@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Poplar's whole test suite: unit tests of the host and the plugins,
 # and the end-to-end tests that drive the real `poplar` binary with real
-# clients (Python poplib, curl, fetchmail, mpop, openssl s_client), a real
+# clients (Python poplib, curl, fetchmail, mpop, openssl s_client, mutt and
+# neomutt under a pseudo-terminal), a real
 # Postfix, a real Dovecot (the migration tests), and filters written in
 # Rust, Python, JavaScript and C.
 #
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
-packages=(curl fetchmail mpop openssl python3 postfix dovecot-core dovecot-pop3d)
+packages=(curl fetchmail mpop mutt neomutt openssl python3 postfix dovecot-core dovecot-pop3d)
 # Installed without their recommends: prometheus is here for promtool (the
 # alert rules' checks), not for node-exporter and the disk and IPMI tools;
 # man-db, zsh and fish check the generated manual pages and completions.

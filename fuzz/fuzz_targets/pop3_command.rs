@@ -1,7 +1,9 @@
 //! The POP3 command parser on arbitrary bytes.
 //!
-//! Besides "never panics", checks what the parser promises: only printable
-//! ASCII is accepted, the command's name is the line's keyword, arguments
+//! Besides "never panics", checks what the parser promises: only UTF-8
+//! without control characters is accepted (RFC 6856 lets arguments be
+//! UTF-8), the keyword is ASCII, the command's name is the line's keyword
+//! (UTF8 and LANG included), arguments
 //! are pieces of the input and within their limits, message numbers start
 //! at 1, the keyword's case does not matter, trailing spaces are tolerated
 //! (except in PASS, where they are part of the password), and a parsed
@@ -22,12 +24,15 @@ fuzz_target!(|line: &[u8]| {
         }
         return;
     };
+    let Ok(text) = std::str::from_utf8(line) else {
+        panic!("accepted bytes that are not UTF-8: {line:?} -> {cmd:?}");
+    };
     assert!(
-        line.iter().all(|b| (0x20..=0x7e).contains(b)),
-        "accepted a control or non-ASCII byte: {line:?} -> {cmd:?}"
+        !text.chars().any(char::is_control),
+        "accepted a control character: {text:?} -> {cmd:?}"
     );
-    let text = std::str::from_utf8(line).unwrap();
     let keyword = text.split(' ').next().unwrap();
+    assert!(keyword.is_ascii(), "non-ASCII keyword {text:?} -> {cmd:?}");
     assert_eq!(
         keyword.to_ascii_uppercase(),
         cmd.name(),
@@ -70,6 +75,10 @@ fuzz_target!(|line: &[u8]| {
             assert_ne!(*n, 0)
         }
         Command::Top { msg, .. } => assert_ne!(*msg, 0),
+        Command::Lang(Some(range)) => {
+            from_input(range);
+            assert!(!range.is_empty() && range.len() <= MAX_NAME_ARG && !range.contains(' '));
+        }
         _ => {}
     }
 
@@ -126,6 +135,7 @@ fn canonical(cmd: &Command) -> String {
         Command::Retr(n) => format!("RETR {n}"),
         Command::Dele(n) => format!("DELE {n}"),
         Command::Top { msg, lines } => format!("TOP {msg} {lines}"),
+        Command::Lang(Some(range)) => format!("LANG {range}"),
         other => other.name().to_string(),
     }
 }

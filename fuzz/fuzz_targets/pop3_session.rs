@@ -10,7 +10,8 @@
 //! and SCRAM-SHA-256(-PLUS) client, so logins succeed as well as fail.
 //!
 //! Invariants checked on every step:
-//! - every reply is well formed: CRLF-terminated lines of printable ASCII,
+//! - every reply is well formed: CRLF-terminated lines of printable ASCII
+//!   (UTF-8 without control characters once the client issued `UTF8`),
 //!   at most 512 octets (RFC 2449 §4; SASL challenges at most
 //!   `MAX_SASL_LINE`), starting `+OK `, `-ERR ` or `+ `; a reply of several
 //!   lines is `+OK` and ends with the `.` line, with dot-stuffing;
@@ -34,7 +35,16 @@
 //!   where plaintext is not allowed; STLS is offered only before login on
 //!   a connection that can start TLS and has not; -PLUS only with a channel
 //!   binding;
-//! - the failed-login flag is set only on an answer that refuses a login.
+//! - the failed-login flag is set only on an answer that refuses a login;
+//! - `AUTH SCRAM-SHA-256-PLUS` without an initial response gets no
+//!   challenge;
+//! - RFC 6856: `UTF8` works exactly before login; `LANG` lists en, de and
+//!   i-default, and a range answers `+OK <tag>` for the language RFC 4647
+//!   lookup selects, after which the LIST/RSET texts are in it; USER/PASS
+//!   reach the auth plugin in NFC, and SCRAM proves the SASLprep'd
+//!   password; a client not in UTF-8 mode gets an internationalized header
+//!   downgraded to ASCII (the rest of the message as stored) and the size
+//!   RETR states changes by exactly what downgrading changed.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -44,6 +54,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use md5::Md5;
 use poplar_proto::pop3::command::{Command, parse};
+use poplar_proto::pop3::downgrade;
 use poplar_proto::pop3::scram::Verifier;
 use poplar_proto::pop3::session::{
     Action, AuthOutcome, AuthRequest, Entry, MAX_COMMAND_LINE, MAX_SASL_LINE, MaildropError,
@@ -51,6 +62,7 @@ use poplar_proto::pop3::session::{
 };
 use poplar_proto::pop3::{Line, LineBuffer};
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -200,12 +212,38 @@ enum Client {
     Noop,
     Rset,
     Quit,
+    Utf8,
+    Lang(Option<LangRange>),
     /// Bytes as they come: part of a line, several lines, anything.
     Raw(Vec<u8>),
     /// One line of arbitrary bytes.
     Line(Vec<u8>),
     /// A line of `n` octets, likely over the limit.
     Long(u16),
+}
+
+/// A `LANG` argument.
+#[derive(Arbitrary, Debug)]
+enum LangRange {
+    En,
+    De,
+    DeCh,
+    Star,
+    IDefault,
+    Other(String),
+}
+
+impl LangRange {
+    fn text(&self) -> String {
+        match self {
+            LangRange::En => "en".into(),
+            LangRange::De => "de".into(),
+            LangRange::DeCh => "DE-ch-1996".into(),
+            LangRange::Star => "*".into(),
+            LangRange::IDefault => "i-default".into(),
+            LangRange::Other(s) => s.clone(),
+        }
+    }
 }
 
 /// The client's side of a SCRAM exchange.
@@ -231,11 +269,12 @@ struct ScramClient {
     verified: Option<String>,
 }
 
+/// The APOP digest of `secret` as a client types it (NFC, RFC 6856).
 fn apop_digest(secret: &str) -> String {
     use md5::Digest as _;
     let mut h = Md5::new();
     h.update(STAMP.as_bytes());
-    h.update(secret.as_bytes());
+    h.update(secret.nfc().collect::<String>().as_bytes());
     hex::encode(h.finalize())
 }
 
@@ -424,6 +463,9 @@ impl Client {
             Client::Top(n, k) => format!("TOP {n} {k}"),
             Client::Dele(n) => format!("DELE {n}"),
             Client::Noop => "NOOP".into(),
+            Client::Utf8 => "UTF8".into(),
+            Client::Lang(None) => "LANG".into(),
+            Client::Lang(Some(r)) => format!("LANG {}", r.text()),
             Client::Rset => "RSET".into(),
             Client::Quit => "QUIT".into(),
             Client::Raw(b) => return b.clone(),
@@ -547,6 +589,10 @@ struct Driver {
     scram: ScramClient,
     /// The last reply was a `+ ` challenge: the next line answers it.
     sasl_waiting: bool,
+    /// The client issued `UTF8` (RFC 6856).
+    utf8: bool,
+    /// `LANG` chose German.
+    german: bool,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -594,7 +640,7 @@ fn run(setup: Setup, clients: impl Iterator<Item = arbitrary::Result<Client>>, o
     let binding = setup.binding.filter(|_| setup.tls).map(|b| b.to_vec());
     s.set_channel_binding(binding.clone());
     let greeting = s.greeting();
-    check_status(&greeting);
+    check_status(&greeting, false);
     assert!(greeting.starts_with(b"+OK "));
     assert_eq!(
         setup.apop,
@@ -617,6 +663,8 @@ fn run(setup: Setup, clients: impl Iterator<Item = arbitrary::Result<Client>>, o
         apop_secret: None,
         scram: ScramClient::default(),
         sasl_waiting: false,
+        utf8: false,
+        german: false,
     };
     d.check_state();
     for client in clients.take(MAX_STEPS) {
@@ -1037,7 +1085,7 @@ impl Driver {
                     return Flow::Go;
                 }
                 Action::Quit(bytes) => {
-                    check_status(&bytes);
+                    check_status(&bytes, self.utf8);
                     assert!(bytes.starts_with(b"+OK "));
                     assert!(matches!(cmd, Some(Command::Quit)));
                     if let Some(d) = &self.drop {
@@ -1046,7 +1094,7 @@ impl Driver {
                     return Flow::End;
                 }
                 Action::Close(bytes) => {
-                    check_status(&bytes);
+                    check_status(&bytes, self.utf8);
                     assert!(bytes.starts_with(b"-ERR "));
                     return Flow::End;
                 }
@@ -1087,8 +1135,13 @@ impl Driver {
                     }
                     self.sasl_waiting = false;
                     self.scram.awaiting_final = false;
-                    check_status(bytes);
+                    check_status(bytes, self.utf8);
                     assert!(!self.s.take_auth_failure());
+                    assert_eq!(
+                        self.s.login_mechanism().is_some(),
+                        result.is_ok(),
+                        "login mechanism"
+                    );
                     match result {
                         Ok(entries) => {
                             assert!(bytes.starts_with(b"+OK "));
@@ -1105,6 +1158,7 @@ impl Driver {
                 }
                 Action::SendMessage {
                     head,
+                    octets,
                     key,
                     stored_size,
                     encoder,
@@ -1118,19 +1172,37 @@ impl Driver {
                     };
                     let e = drop.live(msg).expect("a deleted or missing message sent");
                     assert_eq!((&key, stored_size), (&e.key, e.stored_size));
-                    check_status(&head);
+                    check_status(&head, self.utf8);
                     self.sasl_waiting = false;
                     self.scram.awaiting_final = false;
+                    let octets_word = if self.german { "Oktette" } else { "octets" };
                     match top {
-                        None => assert_eq!(head, format!("+OK {} octets\r\n", e.size).as_bytes()),
-                        Some(_) => assert!(head.starts_with(b"+OK ")),
+                        None => {
+                            assert_eq!(
+                                head,
+                                format!("+OK {} {octets_word}\r\n", e.size).as_bytes()
+                            );
+                            assert_eq!(octets, Some(e.size));
+                        }
+                        Some(_) => {
+                            assert!(head.starts_with(b"+OK "));
+                            assert_eq!(octets, None);
+                        }
                     }
                     let body = o.body();
-                    check_message(&body, encoder, top);
+                    let change = check_message(&body, encoder, top, !self.utf8);
+                    // The host states the size it sends (RFC 6856).
+                    if top.is_none() && change != 0 {
+                        let sent = e.size.saturating_add_signed(change);
+                        assert_eq!(
+                            self.s.retr_head(sent),
+                            format!("+OK {sent} {octets_word}\r\n").as_bytes()
+                        );
+                    }
                     return Flow::Go;
                 }
                 Action::StartTls(bytes) => {
-                    check_status(&bytes);
+                    check_status(&bytes, self.utf8);
                     assert!(bytes.starts_with(b"+OK "));
                     assert!(matches!(cmd, Some(Command::Stls)));
                     assert!(self.stls_configured && !self.tls && self.drop.is_none());
@@ -1147,6 +1219,9 @@ impl Driver {
                     self.scram = ScramClient::default();
                     self.sasl_waiting = false;
                     self.scram.awaiting_final = false;
+                    // Nothing said before TLS holds inside it.
+                    self.utf8 = false;
+                    self.german = false;
                     return Flow::Go;
                 }
                 Action::Commit { principal, keys } => {
@@ -1172,7 +1247,7 @@ impl Driver {
                     if tracing() {
                         eprint!("S: {}", String::from_utf8_lossy(&reply));
                     }
-                    check_status(&reply);
+                    check_status(&reply, self.utf8);
                     assert_eq!(reply.starts_with(b"+OK "), ok);
                     return Flow::End;
                 }
@@ -1206,6 +1281,7 @@ impl Driver {
             }
         };
         let choice = o.secret();
+        let verifier = matches!(choice, SecretChoice::Verifier { .. });
         let (outcome, password) = match choice {
             SecretChoice::Recorded {
                 fallback,
@@ -1269,6 +1345,16 @@ impl Driver {
                 // SCRAM: the server-first message follows (or a refusal).
                 assert!(!matches!(next, Action::OpenMaildrop { .. }));
                 assert!(!failed, "no SCRAM proof was checked yet");
+                // The client hashes the SASLprep'd password (RFC 5802); one
+                // SASLprep refuses matches nothing it can send. A stored
+                // verifier was made from the password as it is.
+                let password = password.and_then(|(pw, principal)| {
+                    if verifier {
+                        return Some((pw, principal));
+                    }
+                    let prepared = stringprep::saslprep(&pw).ok()?.into_owned();
+                    Some((prepared, principal))
+                });
                 if let Some((_, principal)) = &password {
                     self.allowed = Some(principal.clone());
                 }
@@ -1303,8 +1389,10 @@ impl Driver {
                 let Some(Command::Pass(p)) = cmd else {
                     panic!("USER login for {cmd:?}")
                 };
-                assert_eq!(&req.credential, p);
-                assert_eq!(Some(&req.user), self.user_ok.as_ref());
+                // RFC 6856: names and passwords in NFC.
+                assert_eq!(req.credential, p.nfc().collect::<String>());
+                let user = self.user_ok.as_ref().map(|u| u.nfc().collect::<String>());
+                assert_eq!(Some(&req.user), user.as_ref());
             }
             "PLAIN" => {
                 assert!(!req.user.is_empty());
@@ -1315,9 +1403,19 @@ impl Driver {
     }
 
     fn check_reply(&mut self, bytes: &[u8], cmd: Option<&Command>, direct: bool) {
-        check_status(bytes);
+        check_status(bytes, self.utf8);
         let continuation = bytes.starts_with(b"+ ");
         self.sasl_waiting = continuation;
+        // -PLUS takes client-first only as the initial response: asked for
+        // without one it is refused before any challenge.
+        if let Some(Command::Auth {
+            mechanism: Some(m),
+            initial: None,
+        }) = cmd.filter(|_| direct)
+            && m.eq_ignore_ascii_case("SCRAM-SHA-256-PLUS")
+        {
+            assert!(!continuation, "-PLUS challenge without initial response");
+        }
         if self.s.take_auth_failure() {
             assert!(
                 bytes.starts_with(b"-ERR [AUTH]") || continuation,
@@ -1359,6 +1457,34 @@ impl Driver {
                 self.check_offered(sasl.split(|&b| b == b' '));
             }
             return;
+        }
+        match cmd {
+            Command::Utf8 => {
+                assert_eq!(ok, self.drop.is_none(), "UTF8 is valid before login only");
+                self.utf8 |= ok;
+                return;
+            }
+            Command::Lang(None) => {
+                assert!(ok && multi, "LANG list");
+                let tags: Vec<&[u8]> = lines[1..lines.len() - 1]
+                    .iter()
+                    .map(|l| l.split(|&b| b == b' ').next().unwrap())
+                    .collect();
+                assert_eq!(tags, [&b"en"[..], b"de", b"i-default"]);
+                return;
+            }
+            Command::Lang(Some(range)) => {
+                match lang_lookup(range) {
+                    Some(tag) => {
+                        let want = format!("+OK {tag} ");
+                        assert!(bytes.starts_with(want.as_bytes()), "LANG {range:?}");
+                        self.german = tag == "de";
+                    }
+                    None => assert!(!ok, "LANG {range:?} accepted"),
+                }
+                return;
+            }
+            _ => {}
         }
         if let Command::Auth {
             mechanism: None, ..
@@ -1418,7 +1544,7 @@ impl Driver {
                 assert_eq!(got, want);
                 if let Command::List(_) = cmd {
                     let (n, o) = drop.totals();
-                    let head = format!("+OK {n} messages ({o} octets)");
+                    let head = format!("+OK {}", listing_text(self.german, n, o));
                     assert_eq!(lines[0], head.as_bytes());
                 }
             }
@@ -1452,7 +1578,7 @@ impl Driver {
                 let (n, o) = drop.totals();
                 assert_eq!(
                     bytes,
-                    format!("+OK {n} messages ({o} octets)\r\n").as_bytes()
+                    format!("+OK {}\r\n", listing_text(self.german, n, o)).as_bytes()
                 );
             }
             Command::Noop => assert!(ok),
@@ -1461,7 +1587,7 @@ impl Driver {
             | Command::Pass(_)
             | Command::Apop { .. }
             | Command::Auth { .. } => assert!(!ok, "{cmd:?} after login"),
-            Command::Capa | Command::Quit => unreachable!(),
+            Command::Capa | Command::Quit | Command::Utf8 | Command::Lang(_) => unreachable!(),
         }
     }
 
@@ -1525,8 +1651,44 @@ fn crlf_lines(bytes: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A status reply (single or multi-line): see the module doc.
-fn check_status(bytes: &[u8]) {
+/// The text of LIST and RSET, in English or German.
+fn listing_text(german: bool, n: usize, octets: u64) -> String {
+    if german {
+        format!("{n} Nachrichten ({octets} Oktette)")
+    } else {
+        format!("{n} messages ({octets} octets)")
+    }
+}
+
+/// The tag `LANG range` selects, by RFC 4647 lookup (written from the RFC
+/// independently of the server): `*` and `i-default` are the default; else
+/// shorten the range a subtag at a time until `en` or `de` is left.
+fn lang_lookup(range: &str) -> Option<&'static str> {
+    let range = range.to_ascii_lowercase();
+    match range.as_str() {
+        "*" => return Some("en"),
+        "i-default" => return Some("i-default"),
+        _ => {}
+    }
+    let mut subtags: Vec<&str> = range.split('-').collect();
+    while !subtags.is_empty() {
+        match subtags.join("-").as_str() {
+            "en" => return Some("en"),
+            "de" => return Some("de"),
+            _ => {}
+        }
+        subtags.pop();
+        // A single-character subtag cannot end a range.
+        if subtags.last().is_some_and(|s| s.len() == 1) {
+            subtags.pop();
+        }
+    }
+    None
+}
+
+/// A status reply (single or multi-line): see the module doc. Its text is
+/// printable ASCII, or UTF-8 without control characters in UTF-8 mode.
+fn check_status(bytes: &[u8], utf8: bool) {
     let show = String::from_utf8_lossy(bytes);
     assert!(bytes.ends_with(b"\r\n"), "no CRLF at the end: {show:?}");
     for (i, w) in bytes.windows(2).enumerate() {
@@ -1550,10 +1712,12 @@ fn check_status(bytes: &[u8]) {
             "{}-octet reply line: {show:?}",
             l.len() + 2
         );
-        assert!(
-            l.iter().all(|b| (0x20..=0x7e).contains(b)),
-            "unprintable reply: {show:?}"
-        );
+        let printable = if utf8 {
+            std::str::from_utf8(l).is_ok_and(|t| !t.chars().any(char::is_control))
+        } else {
+            l.iter().all(|b| (0x20..=0x7e).contains(b))
+        };
+        assert!(printable, "unprintable reply: {show:?}");
     }
     let first = lines[0];
     assert!(
@@ -1576,12 +1740,15 @@ fn check_status(bytes: &[u8]) {
 }
 
 /// Streams `body` through the encoder as the host does and checks the
-/// result against the stored message.
+/// result against the stored message, with its header downgraded if
+/// `downgrading` (a client not in UTF-8 mode). Returns the octets
+/// downgrading added.
 fn check_message(
     body: &Body,
     mut encoder: poplar_proto::pop3::encode::MessageEncoder,
     top: Option<u32>,
-) {
+    downgrading: bool,
+) -> i64 {
     let mut out = Vec::new();
     let mut rest = &body.bytes[..];
     let mut sizes = body.chunks.iter().cycle();
@@ -1590,8 +1757,55 @@ fn check_message(
         let (chunk, tail) = rest.split_at(n.min(rest.len()));
         encoder.encode(chunk, &mut out);
         rest = tail;
+        if !encoder.size_settled() {
+            assert!(out.is_empty(), "output before the size is settled");
+        }
     }
+    encoder.settle_at_end(&mut out);
+    assert!(encoder.size_settled());
+    let change = encoder.size_change();
     encoder.finish(&mut out);
+
+    // What the client is to get: the stored message, its header block
+    // downgraded for a client not in UTF-8 mode.
+    // A field is internationalized when it is UTF-8 with something beyond
+    // ASCII; a field with bytes that are not UTF-8 is legacy 8-bit mail.
+    let header_len = header_end(&body.bytes);
+    let header = &body.bytes[..header_len];
+    let intl = |f: &[u8]| !f.is_ascii() && std::str::from_utf8(f).is_ok();
+    let expected: Vec<u8> = match downgrading.then(|| downgrade::downgrade(header)).flatten() {
+        Some(new) => {
+            assert!(
+                header_fields(header).into_iter().any(intl),
+                "downgraded {header:?}"
+            );
+            assert!(
+                !header_fields(&new).into_iter().any(intl),
+                "a downgraded header still has UTF-8: {new:?}"
+            );
+            [&new[..], &body.bytes[header_len..]].concat()
+        }
+        None => {
+            assert!(
+                !(downgrading
+                    && header_len <= downgrade::MAX_HEADER
+                    && header_fields(header).into_iter().any(intl)),
+                "internationalized header sent as stored"
+            );
+            body.bytes.clone()
+        }
+    };
+    if top.is_none() {
+        assert_eq!(
+            change,
+            downgrade::wire_len(&expected) as i64 - downgrade::wire_len(&body.bytes) as i64,
+            "size change"
+        );
+    }
+    let body = &Body {
+        bytes: expected,
+        chunks: Vec::new(),
+    };
 
     let show = String::from_utf8_lossy(&out);
     if tracing() {
@@ -1635,4 +1849,40 @@ fn check_message(
         },
     };
     assert_eq!(sent, stored[..want], "TOP {top:?}: {show:?}");
+    change
+}
+
+/// The fields of a header block (continuation lines start with a space or
+/// a tab), each with its line endings.
+fn header_fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for (i, &b) in header.iter().enumerate() {
+        let next = i + 1;
+        if b == b'\n' && !matches!(header.get(next), Some(b' ' | b'\t')) {
+            fields.push(&header[start..next]);
+            start = next;
+        }
+    }
+    if start < header.len() {
+        fields.push(&header[start..]);
+    }
+    fields
+}
+
+/// The length of a message's header block: up to and including the empty
+/// line, or the whole message if it has none.
+fn header_end(msg: &[u8]) -> usize {
+    let mut start = 0;
+    while start < msg.len() {
+        let end = msg[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(msg.len(), |i| start + i + 1);
+        if &msg[start..end] == b"\n" || &msg[start..end] == b"\r\n" {
+            return end;
+        }
+        start = end;
+    }
+    msg.len()
 }

@@ -1,11 +1,32 @@
 //! Real POP3 clients against the real server: Python poplib, curl,
-//! fetchmail, mpop and openssl s_client, over plain POP3 (loopback), STLS
-//! and implicit TLS, each fetching a whole mailbox of awkward messages and
-//! compared byte for byte with what the server must deliver.
+//! fetchmail, mpop and openssl s_client (mutt and neomutt in `mutt.rs`),
+//! over plain POP3 (loopback), STLS and implicit TLS, each fetching a whole
+//! mailbox of awkward messages and compared byte for byte with what the
+//! server must deliver.
+//!
+//! The matrix runs twice: with the default SASL mechanisms (PLAIN, LOGIN)
+//! and with every password mechanism on (`Offered::Every`, as
+//! examples/poplar.toml suggests). Each cell names the mechanism the client
+//! must log in with and checks it in the server's logout line
+//! (`mechanism=`):
+//!
+//! | client | default: plain | STLS | implicit TLS | every: plain | STLS | implicit TLS |
+//! | --- | --- | --- | --- | --- | --- | --- |
+//! | poplib (USER/PASS by script) | USER | USER | USER | USER | USER | USER |
+//! | curl (knows no SCRAM) | PLAIN | PLAIN | PLAIN | PLAIN | PLAIN | PLAIN |
+//! | fetchmail (`auth password`; every: `auth any`) | USER | USER | USER | USER | USER | USER |
+//! | mpop (user/plain/login; every: `auth on`) | USER | PLAIN | LOGIN | SCRAM-SHA-256 | PLAIN | PLAIN |
+//! | openssl s_client (USER/PASS by script) | - | USER | USER | - | USER | USER |
+//!
+//! None of these clients issues `UTF8` (RFC 6856), so the message whose
+//! header has UTF-8 (message 5) reaches them with that header downgraded
+//! (RFC 6857: encoded-words), and its RETR `+OK` states the size sent;
+//! LIST and STAT state the size as stored.
 //!
 //! What each client does to a message on its own, and what the tests
-//! therefore expect (`wire` = the stored message with LF turned into CRLF
-//! and a final CRLF added, i.e. `crlf(stored)`, un-dot-stuffed):
+//! therefore expect (`wire` = the message as sent, un-dot-stuffed: the
+//! stored message, its header downgraded if it has UTF-8, with LF turned
+//! into CRLF and a final CRLF added, i.e. `crlf(sent)`):
 //!
 //! - poplib `retr()`: the lines of `wire` without their CRLF, un-dot-stuffed;
 //!   `octets` = `wire.len()`.
@@ -42,31 +63,93 @@ use crate::harness::{Options, TestServer, crlf, maildir_files, put_message};
 /// How long one client run may take before it is killed and the test fails.
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// The SASL mechanisms the server offers in a cell of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Offered {
+    /// The default: PLAIN and LOGIN.
+    Default,
+    /// Every password mechanism, as examples/poplar.toml suggests.
+    Every,
+}
+
+impl Offered {
+    pub(crate) fn options(self) -> Options {
+        match self {
+            Offered::Default => Options::default(),
+            Offered::Every => Options {
+                extra_pop3:
+                    r#"sasl_mechanisms = ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]"#
+                        .into(),
+                ..Options::default()
+            },
+        }
+    }
+}
+
+/// Every session `user` logged in so far logged in with `mechanism`, as
+/// the server's logout lines say (and there was at least one).
+pub(crate) fn assert_logged_in_with(s: &TestServer, user: &str, mechanism: &str) {
+    let who = format!(" user={user} ");
+    s.wait_for_log(&who);
+    let log = s.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session ended") && l.contains(&who))
+        .collect();
+    assert!(!lines.is_empty(), "no session of {user}:\n{log}");
+    for line in lines {
+        assert!(
+            line.contains(&format!("{who}mechanism={mechanism} ")),
+            "{user} should have logged in with {mechanism}: {line}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The mailbox
 // ---------------------------------------------------------------------------
 
 /// A message as stored in alice's Maildir.
-struct Stored {
+pub(crate) struct Stored {
     sub: &'static str,
     name: &'static str,
     bytes: Vec<u8>,
+    /// The header block as a client not in UTF-8 mode gets it, when the
+    /// stored one has UTF-8 (RFC 6857), written out here by hand.
+    downgraded_header: Option<&'static [u8]>,
 }
 
 impl Stored {
     /// The UIDL: the Maildir base name (flags stripped).
-    fn uid(&self) -> &str {
+    pub(crate) fn uid(&self) -> &str {
         self.name.split(':').next().unwrap()
     }
 
-    /// What a POP3 client receives once the dot-stuffing is undone.
-    fn wire(&self) -> Vec<u8> {
-        crlf(&self.bytes)
+    /// What a POP3 client (not in UTF-8 mode) receives once the
+    /// dot-stuffing is undone.
+    pub(crate) fn wire(&self) -> Vec<u8> {
+        match self.downgraded_header {
+            None => crlf(&self.bytes),
+            Some(header) => {
+                let end = self
+                    .bytes
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .expect("a header block")
+                    + 2;
+                crlf(&[header, &self.bytes[end..]].concat())
+            }
+        }
+    }
+
+    /// The size LIST and STAT state: the stored message in CRLF.
+    pub(crate) fn listed(&self) -> usize {
+        crlf(&self.bytes).len()
     }
 }
 
 /// The messages, in the order the server numbers them (by delivery time).
-fn mailbox() -> Vec<Stored> {
+pub(crate) fn mailbox() -> Vec<Stored> {
     let mut big = b"From: big@example.org\nSubject: big, with dot lines\n\n".to_vec();
     let mut i = 0u64;
     while big.len() < 3 * 1024 * 1024 {
@@ -87,11 +170,13 @@ fn mailbox() -> Vec<Stored> {
             sub: "cur",
             name: "1700000001.M1P1.test:2,S",
             bytes: b"From: a@example.org\nTo: alice@example.org\nSubject: plain\nMessage-ID: <1@example.org>\n\nfirst body line\nsecond\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000002.M2P2.test",
             bytes: b"From: b@example.org\nSubject: dots\n\n.starts with dot\n..two dots\n.\n. dot space\n...\nmiddle\n\n.\nend\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             // Stored with CRLF already, a folded header, a lone dot as the
@@ -99,33 +184,40 @@ fn mailbox() -> Vec<Stored> {
             sub: "new",
             name: "1700000003.M3P3.test",
             bytes: b"From: c@example.org\r\nSubject: stored with CRLF\r\nX-Long: folded\r\n\tcontinuation\r\n\r\nbody with crlf\r\n..\r\n.\r\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000004.M4P4.test",
             bytes: b"From: d@example.org\nSubject: no final newline\n\nfirst\n.last line without newline".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000005.M5P5.test",
             bytes: b"From: e@example.org\nSubject: 8-bit\nX-Raw: caf\xc3\xa9 \xe2\x82\xac\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\ncaf\xe9 na\xefve \xff\xfe\x80\x81\n\xa0.not a dot line\n".to_vec(),
+            // The UTF-8 field as RFC 2047 encoded-words; the 8-bit body
+            // as stored.
+            downgraded_header: Some(b"From: e@example.org\nSubject: 8-bit\nX-Raw: =?UTF-8?Q?caf=C3=A9_=E2=82=AC?=\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\n"),
         },
         Stored {
             // A header and no body: no empty line at all.
             sub: "new",
             name: "1700000006.M6P6.test",
             bytes: b"From: f@example.org\nSubject: headers only\n".to_vec(),
+            downgraded_header: None,
         },
         Stored {
             sub: "new",
             name: "1700000007.M7P7.test",
             bytes: big,
+            downgraded_header: None,
         },
     ]
 }
 
 /// A server whose alice has `mailbox()`.
-fn alice_server(opts: Options) -> (TestServer, Vec<Stored>) {
+pub(crate) fn alice_server(opts: Options) -> (TestServer, Vec<Stored>) {
     let s = TestServer::start_with(opts);
     let msgs = mailbox();
     let md = s.maildir("alice");
@@ -135,12 +227,12 @@ fn alice_server(opts: Options) -> (TestServer, Vec<Stored>) {
     (s, msgs)
 }
 
-fn total_size(msgs: &[Stored]) -> usize {
-    msgs.iter().map(|m| m.wire().len()).sum()
+pub(crate) fn total_size(msgs: &[Stored]) -> usize {
+    msgs.iter().map(|m| m.listed()).sum()
 }
 
 /// The UIDs (Maildir base names) left in a Maildir.
-fn uids_in(maildir: &Path) -> BTreeSet<String> {
+pub(crate) fn uids_in(maildir: &Path) -> BTreeSet<String> {
     maildir_files(maildir)
         .iter()
         .map(|f| {
@@ -151,7 +243,7 @@ fn uids_in(maildir: &Path) -> BTreeSet<String> {
 }
 
 /// The UIDs of `msgs` except the 1-based numbers in `deleted`.
-fn uids_except(msgs: &[Stored], deleted: &[usize]) -> BTreeSet<String> {
+pub(crate) fn uids_except(msgs: &[Stored], deleted: &[usize]) -> BTreeSet<String> {
     msgs.iter()
         .enumerate()
         .filter(|(i, _)| !deleted.contains(&(i + 1)))
@@ -185,7 +277,7 @@ fn top0_lines(wire: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// CRLF turned into LF.
-fn to_lf(wire: &[u8]) -> Vec<u8> {
+pub(crate) fn to_lf(wire: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(wire.len());
     let mut i = 0;
     while i < wire.len() {
@@ -200,7 +292,7 @@ fn to_lf(wire: &[u8]) -> Vec<u8> {
 }
 
 /// Whether a CRLF message has an empty line ending its header.
-fn has_header_end(wire: &[u8]) -> bool {
+pub(crate) fn has_header_end(wire: &[u8]) -> bool {
     wire.starts_with(b"\r\n") || wire.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
@@ -257,7 +349,7 @@ fn assert_lines(what: &str, got: &[Vec<u8>], want: &[Vec<u8>]) {
 /// Every wanted message is among the delivered files exactly once, and
 /// nothing else was delivered (clients that deliver through an MDA or into
 /// a Maildir give no reliable order, so files are matched by content).
-fn assert_delivered(client: &str, mut got: Vec<(String, Vec<u8>)>, want: &[Vec<u8>]) {
+pub(crate) fn assert_delivered(client: &str, mut got: Vec<(String, Vec<u8>)>, want: &[Vec<u8>]) {
     let mut missing = Vec::new();
     for (i, w) in want.iter().enumerate() {
         match got.iter().position(|(_, g)| g == w) {
@@ -294,7 +386,7 @@ fn assert_delivered(client: &str, mut got: Vec<(String, Vec<u8>)>, want: &[Vec<u
 }
 
 /// The files in a directory, with their contents.
-fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
@@ -441,7 +533,7 @@ pub(crate) fn run(what: &str, cmd: &mut Command, input: &[u8]) -> Run {
 
 /// The three ways in.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Transport {
+pub(crate) enum Transport {
     /// Plain POP3 on the loopback (plaintext login allowed there).
     Plain,
     /// Plain port, upgraded with STLS.
@@ -451,7 +543,7 @@ enum Transport {
 }
 
 impl Transport {
-    fn port(self, s: &TestServer) -> u16 {
+    pub(crate) fn port(self, s: &TestServer) -> u16 {
         match self {
             Transport::Plain | Transport::Stls => s.plain.port(),
             Transport::Implicit => s.tls.port(),
@@ -575,8 +667,8 @@ fn unhex_lines(field: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn poplib_fetches_whole_mailbox(transport: Transport) {
-    let (s, msgs) = alice_server(Options::default());
+fn poplib_fetches_whole_mailbox(transport: Transport, offered: Offered) {
+    let (s, msgs) = alice_server(offered.options());
     let deletes = [2usize, 6];
     let mode = match transport {
         Transport::Plain => "plain",
@@ -641,7 +733,7 @@ fn poplib_fetches_whole_mailbox(transport: Transport) {
     let want_list: Vec<String> = msgs
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{} {}", i + 1, m.wire().len()))
+        .map(|(i, m)| format!("{} {}", i + 1, m.listed()))
         .collect();
     assert_eq!(field("list"), want_list);
     let want_uidl: Vec<String> = msgs
@@ -682,7 +774,7 @@ fn poplib_fetches_whole_mailbox(transport: Transport) {
         .map(|n| format!("{n} +OK Message {n} deleted"))
         .collect();
     assert_eq!(field("dele"), want_dele);
-    let left: usize = deletes.iter().map(|&n| msgs[n - 1].wire().len()).sum();
+    let left: usize = deletes.iter().map(|&n| msgs[n - 1].listed()).sum();
     assert_eq!(
         one("stat-after-dele"),
         format!("{} {}", msgs.len() - deletes.len(), total - left)
@@ -690,21 +782,37 @@ fn poplib_fetches_whole_mailbox(transport: Transport) {
     assert_eq!(one("quit"), "+OK Poplar signing off");
     // QUIT removed exactly the deleted messages.
     assert_eq!(uids_in(&s.maildir("alice")), uids_except(&msgs, &deletes));
+    assert_logged_in_with(&s, "alice", "USER");
 }
 
 #[test]
 fn poplib_plain() {
-    poplib_fetches_whole_mailbox(Transport::Plain);
+    poplib_fetches_whole_mailbox(Transport::Plain, Offered::Default);
 }
 
 #[test]
 fn poplib_stls() {
-    poplib_fetches_whole_mailbox(Transport::Stls);
+    poplib_fetches_whole_mailbox(Transport::Stls, Offered::Default);
 }
 
 #[test]
 fn poplib_implicit_tls() {
-    poplib_fetches_whole_mailbox(Transport::Implicit);
+    poplib_fetches_whole_mailbox(Transport::Implicit, Offered::Default);
+}
+
+#[test]
+fn poplib_plain_every_mechanism() {
+    poplib_fetches_whole_mailbox(Transport::Plain, Offered::Every);
+}
+
+#[test]
+fn poplib_stls_every_mechanism() {
+    poplib_fetches_whole_mailbox(Transport::Stls, Offered::Every);
+}
+
+#[test]
+fn poplib_implicit_tls_every_mechanism() {
+    poplib_fetches_whole_mailbox(Transport::Implicit, Offered::Every);
 }
 
 #[test]
@@ -774,8 +882,8 @@ fn curl_target(s: &TestServer, transport: Transport) -> (String, Vec<String>) {
     }
 }
 
-fn curl_fetches_whole_mailbox(transport: Transport) {
-    let (s, msgs) = alice_server(Options::default());
+fn curl_fetches_whole_mailbox(transport: Transport, offered: Offered) {
+    let (s, msgs) = alice_server(offered.options());
     let (base, tls) = curl_target(&s, transport);
     let auth = ["-u".to_string(), "alice:alice-pw".to_string()];
 
@@ -793,7 +901,7 @@ fn curl_fetches_whole_mailbox(transport: Transport) {
     let want: String = msgs
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{} {}\r\n", i + 1, m.wire().len()))
+        .map(|(i, m)| format!("{} {}\r\n", i + 1, m.listed()))
         .collect();
     assert_eq!(list.stdout(), want, "{}", list.output());
     let log = list.stderr();
@@ -858,21 +966,39 @@ fn curl_fetches_whole_mailbox(transport: Transport) {
     );
     dele.assert_success();
     assert_eq!(uids_in(&s.maildir("alice")), uids_except(&msgs, &[2]));
+    // curl prefers PLAIN to LOGIN and knows no SCRAM.
+    assert!(log.contains("> AUTH PLAIN"), "{log}");
+    assert_logged_in_with(&s, "alice", "PLAIN");
 }
 
 #[test]
 fn curl_plain() {
-    curl_fetches_whole_mailbox(Transport::Plain);
+    curl_fetches_whole_mailbox(Transport::Plain, Offered::Default);
 }
 
 #[test]
 fn curl_stls() {
-    curl_fetches_whole_mailbox(Transport::Stls);
+    curl_fetches_whole_mailbox(Transport::Stls, Offered::Default);
 }
 
 #[test]
 fn curl_implicit_tls() {
-    curl_fetches_whole_mailbox(Transport::Implicit);
+    curl_fetches_whole_mailbox(Transport::Implicit, Offered::Default);
+}
+
+#[test]
+fn curl_plain_every_mechanism() {
+    curl_fetches_whole_mailbox(Transport::Plain, Offered::Every);
+}
+
+#[test]
+fn curl_stls_every_mechanism() {
+    curl_fetches_whole_mailbox(Transport::Stls, Offered::Every);
+}
+
+#[test]
+fn curl_implicit_tls_every_mechanism() {
+    curl_fetches_whole_mailbox(Transport::Implicit, Offered::Every);
 }
 
 #[test]
@@ -979,12 +1105,25 @@ impl Fetchmail {
         Fetchmail { home, out }
     }
 
-    /// Writes the rc file and runs one poll, trusting the certificate in
-    /// `trust`.
+    /// Writes the rc file and runs one poll with `auth password`, trusting
+    /// the certificate in `trust`.
     fn poll(
         &self,
         s: &TestServer,
         transport: Transport,
+        password: &str,
+        keep_cr: bool,
+        trust: &Path,
+    ) -> Run {
+        self.poll_with(s, transport, "password", password, keep_cr, trust)
+    }
+
+    /// Writes the rc file and runs one poll with the `auth` method given.
+    fn poll_with(
+        &self,
+        s: &TestServer,
+        transport: Transport,
+        auth: &str,
         password: &str,
         keep_cr: bool,
         trust: &Path,
@@ -1008,7 +1147,7 @@ impl Fetchmail {
             r#"set no syslog
 set invisible
 set idfile "{home}/fetchids"
-poll 127.0.0.1 protocol pop3 port {port} auth password timeout 60
+poll 127.0.0.1 protocol pop3 port {port} auth {auth} timeout 60
   user "alice" there with password "{password}" is "alice" here
   keep fetchall no rewrite {cr}
   {tls}
@@ -1040,10 +1179,15 @@ poll 127.0.0.1 protocol pop3 port {port} auth password timeout 60
     }
 }
 
-fn fetchmail_fetches_whole_mailbox(transport: Transport, keep_cr: bool) {
-    let (s, msgs) = alice_server(Options::default());
+fn fetchmail_fetches_whole_mailbox(transport: Transport, keep_cr: bool, offered: Offered) {
+    let (s, msgs) = alice_server(offered.options());
     let f = Fetchmail::new();
-    let r = f.poll(&s, transport, "alice-pw", keep_cr, &s.cert_path());
+    // With every mechanism on, fetchmail chooses (it knows no SCRAM).
+    let auth = match offered {
+        Offered::Default => "password",
+        Offered::Every => "any",
+    };
+    let r = f.poll_with(&s, transport, auth, "alice-pw", keep_cr, &s.cert_path());
     // 0: mail was retrieved.
     assert_eq!(r.code(), Some(0), "{}", r.output());
     let log = r.stdout() + &r.stderr();
@@ -1075,21 +1219,38 @@ fn fetchmail_fetches_whole_mailbox(transport: Transport, keep_cr: bool) {
     );
     // `keep`: nothing deleted.
     assert_eq!(uids_in(&s.maildir("alice")), uids_except(&msgs, &[]));
+    assert!(log.contains("POP3> USER alice"), "{log}");
+    assert_logged_in_with(&s, "alice", "USER");
 }
 
 #[test]
 fn fetchmail_plain_strips_cr() {
-    fetchmail_fetches_whole_mailbox(Transport::Plain, false);
+    fetchmail_fetches_whole_mailbox(Transport::Plain, false, Offered::Default);
 }
 
 #[test]
 fn fetchmail_stls() {
-    fetchmail_fetches_whole_mailbox(Transport::Stls, true);
+    fetchmail_fetches_whole_mailbox(Transport::Stls, true, Offered::Default);
 }
 
 #[test]
 fn fetchmail_implicit_tls() {
-    fetchmail_fetches_whole_mailbox(Transport::Implicit, true);
+    fetchmail_fetches_whole_mailbox(Transport::Implicit, true, Offered::Default);
+}
+
+#[test]
+fn fetchmail_plain_every_mechanism() {
+    fetchmail_fetches_whole_mailbox(Transport::Plain, false, Offered::Every);
+}
+
+#[test]
+fn fetchmail_stls_every_mechanism() {
+    fetchmail_fetches_whole_mailbox(Transport::Stls, true, Offered::Every);
+}
+
+#[test]
+fn fetchmail_implicit_tls_every_mechanism() {
+    fetchmail_fetches_whole_mailbox(Transport::Implicit, true, Offered::Every);
 }
 
 #[test]
@@ -1148,12 +1309,24 @@ impl Mpop {
         Mpop { home, maildir }
     }
 
-    /// Runs mpop once for alice; `trust` is the tls_trust_file value.
+    /// Runs mpop once for alice with a method per transport (user, plain,
+    /// login); `trust` is the tls_trust_file value.
     fn fetch(&self, s: &TestServer, transport: Transport, trust: &str) -> Run {
-        let (tls, starttls, auth) = match transport {
-            Transport::Plain => ("off", "on", "user"),
-            Transport::Stls => ("on", "on", "plain"),
-            Transport::Implicit => ("on", "off", "login"),
+        let auth = match transport {
+            Transport::Plain => "user",
+            Transport::Stls => "plain",
+            Transport::Implicit => "login",
+        };
+        self.fetch_with(s, transport, auth, trust)
+    }
+
+    /// Runs mpop once for alice with the `auth` method given (`on`: mpop
+    /// chooses).
+    fn fetch_with(&self, s: &TestServer, transport: Transport, auth: &str, trust: &str) -> Run {
+        let (tls, starttls) = match transport {
+            Transport::Plain => ("off", "on"),
+            Transport::Stls => ("on", "on"),
+            Transport::Implicit => ("on", "off"),
         };
         let rc = format!(
             r#"defaults
@@ -1196,12 +1369,13 @@ uidls_file {home}/uidls
     }
 }
 
-fn mpop_fetches_whole_mailbox(transport: Transport) {
-    let (s, mut msgs) = alice_server(Options::default());
+/// `auth` is mpop's method, `expect` the mechanism it must log in with.
+fn mpop_fetches_whole_mailbox(transport: Transport, offered: Offered, auth: &str, expect: &str) {
+    let (s, mut msgs) = alice_server(offered.options());
     let m = Mpop::new();
     let cert = s.cert_path();
     let cert = path_str(&cert);
-    let r = m.fetch(&s, transport, cert);
+    let r = m.fetch_with(&s, transport, auth, cert);
     r.assert_success();
     let want: Vec<Vec<u8>> = msgs.iter().map(|m| to_lf(&m.wire())).collect();
     assert_delivered(&format!("mpop over {transport:?}"), m.delivered(), &want);
@@ -1215,7 +1389,7 @@ fn mpop_fetches_whole_mailbox(transport: Transport) {
     assert_eq!(recorded, want_uids, "{uidls}");
 
     // Again: the UIDLs are unchanged, so nothing is new.
-    let r = m.fetch(&s, transport, cert);
+    let r = m.fetch_with(&s, transport, auth, cert);
     r.assert_success();
     assert_eq!(m.delivered().len(), msgs.len(), "{}", r.output());
 
@@ -1224,10 +1398,11 @@ fn mpop_fetches_whole_mailbox(transport: Transport) {
         sub: "new",
         name: "1700000100.M9P9.test",
         bytes: b"From: g@example.org\nSubject: later\n\n.later\n".to_vec(),
+        downgraded_header: None,
     };
     put_message(&s.maildir("alice"), extra.sub, extra.name, &extra.bytes);
     msgs.push(extra);
-    let r = m.fetch(&s, transport, cert);
+    let r = m.fetch_with(&s, transport, auth, cert);
     r.assert_success();
     let want: Vec<Vec<u8>> = msgs.iter().map(|m| to_lf(&m.wire())).collect();
     assert_delivered(
@@ -1237,21 +1412,40 @@ fn mpop_fetches_whole_mailbox(transport: Transport) {
     );
     // `keep on`: nothing deleted.
     assert_eq!(uids_in(&s.maildir("alice")), uids_except(&msgs, &[]));
+    assert_logged_in_with(&s, "alice", expect);
 }
 
 #[test]
 fn mpop_plain() {
-    mpop_fetches_whole_mailbox(Transport::Plain);
+    mpop_fetches_whole_mailbox(Transport::Plain, Offered::Default, "user", "USER");
 }
 
 #[test]
 fn mpop_stls() {
-    mpop_fetches_whole_mailbox(Transport::Stls);
+    mpop_fetches_whole_mailbox(Transport::Stls, Offered::Default, "plain", "PLAIN");
 }
 
 #[test]
 fn mpop_implicit_tls() {
-    mpop_fetches_whole_mailbox(Transport::Implicit);
+    mpop_fetches_whole_mailbox(Transport::Implicit, Offered::Default, "login", "LOGIN");
+}
+
+// With every mechanism on, mpop (`auth on`) chooses SCRAM-SHA-256 without
+// TLS and PLAIN inside TLS (it prefers PLAIN once the channel is secure).
+
+#[test]
+fn mpop_plain_every_mechanism() {
+    mpop_fetches_whole_mailbox(Transport::Plain, Offered::Every, "on", "SCRAM-SHA-256");
+}
+
+#[test]
+fn mpop_stls_every_mechanism() {
+    mpop_fetches_whole_mailbox(Transport::Stls, Offered::Every, "on", "PLAIN");
+}
+
+#[test]
+fn mpop_implicit_tls_every_mechanism() {
+    mpop_fetches_whole_mailbox(Transport::Implicit, Offered::Every, "on", "PLAIN");
 }
 
 #[test]
@@ -1307,7 +1501,16 @@ fn s_client(s: &TestServer, transport: Transport, verify: &[&str], input: &str) 
 
 #[test]
 fn openssl_s_client_stls_and_implicit_tls() {
-    let (s, msgs) = alice_server(Options::default());
+    openssl_s_client_logs_in(Offered::Default);
+}
+
+#[test]
+fn openssl_s_client_stls_and_implicit_tls_every_mechanism() {
+    openssl_s_client_logs_in(Offered::Every);
+}
+
+fn openssl_s_client_logs_in(offered: Offered) {
+    let (s, msgs) = alice_server(offered.options());
     let cert = s.cert_path().display().to_string();
     let total = total_size(&msgs);
     for (transport, name_check) in [
@@ -1342,6 +1545,7 @@ fn openssl_s_client_stls_and_implicit_tls() {
             assert!(out.contains("+OK Poplar POP3 server ready <"), "{out}");
         }
     }
+    assert_logged_in_with(&s, "alice", "USER");
 }
 
 #[test]

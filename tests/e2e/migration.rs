@@ -569,3 +569,74 @@ fn dovecot_uidl_format_variables_match() {
     assert_eq!(after.list, before.list);
     assert_eq!(after.retr, before.retr);
 }
+
+/// The passwd-file schemes an operator brings from Dovecot, each hashed at
+/// test time by Dovecot's own `doveadm pw` (and `openssl passwd -1` for a
+/// bare `$1$` crypt): every user logs in with USER/PASS, and a wrong
+/// password is refused the same way for each.
+#[test]
+fn passwd_schemes_from_doveadm_and_openssl_log_in() {
+    let doveadm = find_program("doveadm").unwrap_or_else(|| {
+        panic!("`doveadm` is not installed; apt-get install dovecot-core (tests/run.sh does)")
+    });
+    crate::clients::require("openssl", "openssl");
+    let password = "Tr0ub4dor & 3";
+    let schemes = [
+        "MD5",
+        "MD5-CRYPT",
+        "PLAIN-MD5",
+        "LDAP-MD5",
+        "LDAP-MD5.HEX",
+        "SHA",
+        "SHA.HEX",
+        "SSHA",
+        "SSHA.HEX",
+        "SMD5",
+        "SMD5.HEX",
+        "CRAM-MD5",
+    ];
+    let mut passwd = String::from(PASSWD);
+    let mut users = Vec::new();
+    for (i, scheme) in schemes.iter().enumerate() {
+        let out = Command::new(&doveadm)
+            .args(["pw", "-s", scheme, "-p", password])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "doveadm pw -s {scheme}: {out:?}");
+        let hash = String::from_utf8(out.stdout).unwrap();
+        let hash = hash.trim();
+        assert!(hash.starts_with(&format!("{{{scheme}}}")), "{hash}");
+        let user = format!("m{i}");
+        passwd.push_str(&format!("{user}:{hash}\n"));
+        users.push((user, scheme.to_string()));
+    }
+    let out = Command::new("openssl")
+        .args(["passwd", "-1", password])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let crypt = String::from_utf8(out.stdout).unwrap();
+    assert!(crypt.starts_with("$1$"), "{crypt}");
+    passwd.push_str(&format!("mcrypt:{{CRYPT}}{}\n", crypt.trim()));
+    users.push(("mcrypt".into(), "CRYPT $1$".into()));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(dir.path().join("etc/passwd"), &passwd).unwrap();
+    let s = TestServer::start_in(dir, Options::default());
+    for (user, scheme) in &users {
+        let mut c = s.connect();
+        c.ok(&format!("USER {user}"));
+        let r = c.cmd(&format!("PASS {password}"));
+        assert!(r.starts_with("+OK Logged in"), "{scheme}: {r}\n{}", s.log());
+        c.ok("QUIT");
+        let mut c = s.connect();
+        c.ok(&format!("USER {user}"));
+        assert_eq!(
+            c.cmd("PASS Tr0ub4dor & 4"),
+            "-ERR [AUTH] Authentication failed\r\n",
+            "{scheme}"
+        );
+    }
+    assert!(!s.log().contains("unknown password scheme"), "{}", s.log());
+}

@@ -464,6 +464,7 @@ fn json_logs_carry_the_logout_fields() {
     assert_eq!(v["message"], "session ended", "{line}");
     assert_eq!(v["level"], "INFO", "{line}");
     assert_eq!(v["user"], "alice", "{line}");
+    assert_eq!(v["mechanism"], "USER", "{line}");
     assert_eq!(v["retr"], 0, "{line}");
     assert_eq!(v["end"], "Quit", "{line}");
     let peer = v["peer"].as_str().unwrap_or_else(|| panic!("{line}"));

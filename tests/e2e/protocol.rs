@@ -132,6 +132,7 @@ fn full_transaction_transcript() {
     let line = s.wait_for_log("session ended");
     for field in [
         "user=alice",
+        "mechanism=USER",
         "tls=false",
         "retr=3",
         "top=4",

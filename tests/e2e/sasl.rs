@@ -11,6 +11,8 @@
 //!   `-ERR [AUTH] Authentication failed: channel binding: …`;
 //! - `y` (no binding) from a client the server offered -PLUS to: refused as
 //!   a downgrade;
+//! - `AUTH SCRAM-SHA-256-PLUS` without the client-first message as initial
+//!   response: `-ERR` before any challenge (see the mutt tests);
 //! - an expired, forged or other user's token: the RFC 7628 error challenge,
 //!   then `-ERR [AUTH]` (curl exits 67, "login denied").
 
@@ -244,6 +246,12 @@ fn scram_sha256_plus_binds_to_the_tls_connection() {
         caps.contains("SASL PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS OAUTHBEARER XOAUTH2\r\n"),
         "{caps}"
     );
+    // Without the initial response: refused at once, no challenge.
+    assert_eq!(
+        c.cmd("AUTH SCRAM-SHA-256-PLUS"),
+        "-ERR SCRAM-SHA-256-PLUS needs the client-first message with AUTH \
+         (an initial response); use another mechanism\r\n"
+    );
     // Bound to another connection's exporter (what a relaying attacker
     // would have): refused.
     let other = TlsClient::connect(&s);
@@ -310,7 +318,7 @@ fn scram_plus_is_not_offered_without_tls() {
 // mpop (GNU SASL) for SCRAM-SHA-256, OAUTHBEARER and XOAUTH2.
 // ---------------------------------------------------------------------------
 
-fn mpop(s: &TestServer, user: &str, auth: &str, secret: &str, tls: bool) -> Run {
+pub(crate) fn mpop(s: &TestServer, user: &str, auth: &str, secret: &str, tls: bool) -> Run {
     require("mpop", "mpop");
     let home = tempfile::tempdir().unwrap();
     let maildir = home.path().join("Maildir");

@@ -22,7 +22,8 @@ use crate::plugin::storage::{
     CommitRequest, DeleAction, Entry as StorageEntry, Failure, Mailbox, OpenFailure, OpenRequest,
 };
 use crate::pop3::encode::MessageEncoder;
-use crate::pop3::reply::{Code, err_code};
+use crate::pop3::lang::Text;
+use crate::pop3::reply::Code;
 use crate::pop3::scram::Verifier;
 use crate::pop3::session;
 use crate::pop3::session::{
@@ -153,6 +154,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, implic
     tracing::info!(
         peer = %conn.peer,
         user = %conn.session.principal().unwrap_or("-"),
+        mechanism = %conn.session.login_mechanism().unwrap_or("-"),
         tls = conn.session.tls(),
         retr = s.retr,
         retr_bytes = s.retr_bytes,
@@ -227,7 +229,7 @@ impl Connection {
                     // RFC 1939 §3: an autologout timer expiring ends the
                     // session without entering UPDATE.
                     self.output
-                        .extend_from_slice(b"-ERR Autologout: idle for too long\r\n");
+                        .extend_from_slice(&self.session.error_reply(None, Text::Autologout));
                     let _ = self.flush().await;
                     return End::Timeout;
                 }
@@ -274,11 +276,13 @@ impl Connection {
                 }
                 Action::SendMessage {
                     head,
+                    octets,
                     key,
                     stored_size,
                     encoder,
                 } => {
-                    self.send_message(head, &key, stored_size, encoder).await?;
+                    self.send_message(head, octets, &key, stored_size, encoder)
+                        .await?;
                     return Ok(None);
                 }
                 Action::StartTls(bytes) => {
@@ -329,8 +333,11 @@ impl Connection {
     /// is half done; marked deletions are not applied (no UPDATE).
     async fn shut_down(&mut self) -> End {
         self.lease = None;
-        self.output
-            .extend_from_slice(&err_code(Code::SysTemp, "Server shutting down"));
+        self.output.extend_from_slice(
+            &self
+                .session
+                .error_reply(Some(Code::SysTemp), Text::ShuttingDown),
+        );
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
         End::Shutdown
@@ -360,10 +367,11 @@ impl Connection {
             user = %self.session.principal().unwrap_or("-"),
             "the maildrop lease was lost; ending the session without an UPDATE"
         );
-        self.output.extend_from_slice(&err_code(
-            Code::SysTemp,
-            "Lost the hold on the maildrop; nothing was deleted, please log in again",
-        ));
+        self.output.extend_from_slice(
+            &self
+                .session
+                .error_reply(Some(Code::SysTemp), Text::LeaseLost),
+        );
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
         End::LeaseLost
@@ -568,13 +576,15 @@ impl Connection {
     }
 
     /// Streams a message for RETR/TOP. The first range is read before the
-    /// `+OK` goes out, so a message that vanished gets a clean `-ERR`. A
-    /// failure after the `+OK` cannot be reported in-band: the connection is
-    /// closed without the terminating `.`, so the client knows the message
-    /// is incomplete.
+    /// `+OK` goes out, so a message that vanished gets a clean `-ERR`; so is
+    /// the whole header when it is downgraded (RFC 6857), so that the `+OK`
+    /// of RETR states the size that is sent. A failure after the `+OK`
+    /// cannot be reported in-band: the connection is closed without the
+    /// terminating `.`, so the client knows the message is incomplete.
     async fn send_message(
         &mut self,
         head: Vec<u8>,
+        octets: Option<u64>,
         key: &str,
         stored_size: u64,
         mut encoder: MessageEncoder,
@@ -585,6 +595,9 @@ impl Connection {
         let storage = self.shared.storage.clone();
         let mut offset = 0u64;
         let mut started = false;
+        // The encoder's output until the head is written.
+        let mut staged = Vec::new();
+        let mut head = Some(head);
         loop {
             let want = READ_CHUNK.min((stored_size.saturating_sub(offset)).max(1) as u32);
             let chunk = match storage.read(&mailbox, key, offset, want).await {
@@ -597,19 +610,17 @@ impl Connection {
                         return Err(End::Io);
                     }
                     let reply = match failure {
-                        Failure::NotFound(_) => {
-                            err_code(Code::SysPerm, "Message was removed by another client")
-                        }
-                        _ => err_code(Code::SysTemp, "Cannot read message, try again later"),
+                        Failure::NotFound(_) => self
+                            .session
+                            .error_reply(Some(Code::SysPerm), Text::MessageRemoved),
+                        _ => self
+                            .session
+                            .error_reply(Some(Code::SysTemp), Text::CannotRead),
                     };
                     self.output.extend_from_slice(&reply);
                     return Ok(());
                 }
             };
-            if !started {
-                self.output.extend_from_slice(&head);
-                started = true;
-            }
             if chunk.is_empty() {
                 if offset < stored_size && !encoder.is_done() {
                     // The message ended before the size the listing gave:
@@ -627,7 +638,15 @@ impl Connection {
                 break;
             }
             offset += chunk.len() as u64;
-            encoder.encode(&chunk, &mut self.output);
+            if head.is_some() {
+                encoder.encode(&chunk, &mut staged);
+                if encoder.size_settled() {
+                    self.write_head(&mut head, octets, &encoder, &mut staged);
+                    started = true;
+                }
+            } else {
+                encoder.encode(&chunk, &mut self.output);
+            }
             if self.output.len() >= WRITE_HIGH_WATER {
                 self.flush().await.map_err(|_| End::Io)?;
             }
@@ -635,8 +654,35 @@ impl Connection {
                 break;
             }
         }
+        if head.is_some() {
+            // The message ended inside its header.
+            encoder.settle_at_end(&mut staged);
+            self.write_head(&mut head, octets, &encoder, &mut staged);
+        }
         encoder.finish(&mut self.output);
         Ok(())
+    }
+
+    /// Writes the `+OK` of RETR/TOP, and what the encoder produced so far.
+    /// A RETR whose header was downgraded states the size it sends.
+    fn write_head(
+        &mut self,
+        head: &mut Option<Vec<u8>>,
+        octets: Option<u64>,
+        encoder: &MessageEncoder,
+        staged: &mut Vec<u8>,
+    ) {
+        let Some(head) = head.take() else {
+            return;
+        };
+        match octets {
+            Some(octets) if encoder.size_change() != 0 => {
+                let sent = octets.saturating_add_signed(encoder.size_change());
+                self.output.extend_from_slice(&self.session.retr_head(sent));
+            }
+            _ => self.output.extend_from_slice(&head),
+        }
+        self.output.append(staged);
     }
 
     async fn commit(&self, principal: &str, keys: &[String]) -> Result<(), StorageFailure> {

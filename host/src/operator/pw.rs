@@ -23,7 +23,9 @@ pub const SCRAM_ITERATIONS: u32 = 4096;
 /// SHA-crypt rounds when not given (the algorithm's own default).
 pub const SHA_CRYPT_ROUNDS: u32 = 5000;
 
-/// A scheme `pw hash` can write. The names are Dovecot's.
+/// A scheme `pw hash` can write. The names are Dovecot's. The MD5 and SHA-1
+/// schemes auth-passwd still reads for migrated passwd-files (`MD5-CRYPT`,
+/// `PLAIN-MD5`, `SHA`, `SSHA`, `SMD5`, `CRAM-MD5`) are weak and not offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheme {
     #[value(name = "SHA512-CRYPT")]
@@ -108,6 +110,23 @@ pub fn hash(scheme: Scheme, cost: Cost, password: &str) -> Result<String, PwErro
     if password.is_empty() {
         return Err(usage("the password is empty"));
     }
+    // Hash the password as the server will compare it (RFC 6856): USER/
+    // PASS in NFC; SCRAM clients prove the SASLprep'd password (RFC 5802).
+    let prepared = match scheme {
+        Scheme::ScramSha256 => stringprep::saslprep(password)
+            .map_err(|_| {
+                usage(
+                    "the password has characters SASLprep does not allow \
+                     (control, private-use or unassigned); SCRAM cannot use it",
+                )
+            })?
+            .into_owned(),
+        _ => {
+            use unicode_normalization::UnicodeNormalization as _;
+            password.nfc().collect()
+        }
+    };
+    let password = prepared.as_str();
     let pw = password.as_bytes();
     let rounds = cost.rounds;
     let data = match scheme {
@@ -368,6 +387,34 @@ mod tests {
             scram_sha256(PW.as_bytes(), b"0123456789abcdef", 4096),
             "4096,MDEyMzQ1Njc4OWFiY2RlZg==,tSgetjYW5SQlNzIxJAKMryuDGH8Snw5oWcj1eOW0ZyI=,bbZ1dJMgYYaKKR1fU1oGHkWJzi9OQY4yU8Fuksa1t70="
         );
+    }
+
+    #[test]
+    fn passwords_are_normalised_as_the_server_compares_them() {
+        use sha_crypt::{PasswordVerifier as _, ShaCrypt};
+        // Typed decomposed, hashed in NFC: PASS (normalised) matches.
+        let stored = hash(Scheme::Sha512Crypt, Cost::default(), "gru\u{308}n").unwrap();
+        let d = data(&stored, Scheme::Sha512Crypt);
+        assert!(
+            ShaCrypt::default()
+                .verify_password(b"gr\xc3\xbcn", d)
+                .is_ok()
+        );
+        // SCRAM: SASLprep (soft hyphen dropped); a private-use character is
+        // refused.
+        let a = hash(Scheme::ScramSha256, Cost::default(), "p\u{ad}w").unwrap();
+        let iterations_salt: Vec<&str> = data(&a, Scheme::ScramSha256).split(',').collect();
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode(iterations_salt[1])
+            .unwrap();
+        assert_eq!(
+            data(&a, Scheme::ScramSha256),
+            scram_sha256(b"pw", &salt, SCRAM_ITERATIONS)
+        );
+        assert!(matches!(
+            hash(Scheme::ScramSha256, Cost::default(), "\u{e000}"),
+            Err(PwError::Usage(_))
+        ));
     }
 
     #[test]

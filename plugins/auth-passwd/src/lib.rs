@@ -26,10 +26,14 @@
 //! - `SHA512-CRYPT` (`$6$`), `SHA256-CRYPT` (`$5$`)
 //! - `BLF-CRYPT` (bcrypt: `$2y$`, `$2b$`, `$2a$`)
 //! - `ARGON2ID`, `ARGON2I` (PHC strings `$argon2id$...`, `$argon2i$...`)
-//! - `CRYPT`: any of the crypt formats above, chosen by prefix (DES and MD5
-//!   crypt are refused)
+//! - `CRYPT`: any of the crypt formats above or MD5-crypt, chosen by
+//!   prefix (DES crypt is refused)
 //! - `SHA256`, `SHA512`, `SSHA256`, `SSHA512` (base64; `.HEX` / `.B64`)
 //! - `SCRAM-SHA-256` (`<iterations>,<salt>,<stored key>,<server key>`)
+//! - for migrated passwd-files only (weak; `poplar pw hash` never writes
+//!   them): `MD5` and `MD5-CRYPT` (`$1$`), `PLAIN-MD5` (hex) and
+//!   `LDAP-MD5` (base64), `SHA`, `SSHA`, `SMD5` (base64; `.HEX` / `.B64`),
+//!   `CRAM-MD5` (Dovecot's 64 hex digits of HMAC-MD5 context)
 //!
 //! Mechanisms `USER`, `PLAIN` and `LOGIN` are checked here; `lookup-secret`
 //! hands out `PLAIN` passwords (for APOP, SCRAM and CRAM-MD5) and

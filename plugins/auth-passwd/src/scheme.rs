@@ -4,6 +4,11 @@
 //! Scheme names follow Dovecot and are case-insensitive. The plain and the
 //! plain-digest schemes take an encoding suffix, e.g. `{SHA256.HEX}` or
 //! `{PLAIN.B64}`.
+//!
+//! The MD5 and SHA-1 schemes (`MD5-CRYPT`, `PLAIN-MD5`, `SHA`, `SSHA`,
+//! `SMD5`, `CRAM-MD5`) are here so that an old passwd-file keeps working
+//! after a migration; they are weak, and `poplar pw hash` never writes
+//! them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,7 +16,9 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
+use md5::Md5;
 use sha_crypt::{PasswordVerifier as _, ShaCrypt};
+use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
@@ -53,6 +60,20 @@ pub enum Scheme {
     Crypt,
     /// `SCRAM-SHA-256`: `<iterations>,<salt>,<stored key>,<server key>`.
     ScramSha256,
+    /// `MD5-CRYPT`, and Dovecot's `MD5` (the same): `$1$salt$hash`.
+    Md5Crypt,
+    /// `PLAIN-MD5` (hex by default) and `LDAP-MD5` (base64 by default):
+    /// MD5 of the password.
+    PlainMd5(Encoding),
+    /// `SHA`: SHA-1 of the password.
+    Sha1(Encoding),
+    /// `SSHA`: SHA-1 of password + salt, followed by the salt.
+    Ssha1(Encoding),
+    /// `SMD5`: MD5 of password + salt, followed by the salt.
+    Smd5(Encoding),
+    /// `CRAM-MD5`: the HMAC-MD5 outer and inner states for the password
+    /// as key, 64 hex digits (Dovecot's format).
+    CramMd5,
 }
 
 impl FromStr for Scheme {
@@ -73,6 +94,10 @@ impl FromStr for Scheme {
             "SHA512" => Scheme::Sha512(encoding),
             "SSHA256" => Scheme::Ssha256(encoding),
             "SSHA512" => Scheme::Ssha512(encoding),
+            "PLAIN-MD5" | "LDAP-MD5" => Scheme::PlainMd5(encoding),
+            "SHA" | "SHA1" => Scheme::Sha1(encoding),
+            "SSHA" => Scheme::Ssha1(encoding),
+            "SMD5" => Scheme::Smd5(encoding),
             _ if encoding != Encoding::Default => return Err(()),
             "SHA256-CRYPT" => Scheme::Sha256Crypt,
             "SHA512-CRYPT" => Scheme::Sha512Crypt,
@@ -81,6 +106,8 @@ impl FromStr for Scheme {
             "ARGON2ID" => Scheme::Argon2id,
             "CRYPT" => Scheme::Crypt,
             "SCRAM-SHA-256" => Scheme::ScramSha256,
+            "MD5" | "MD5-CRYPT" => Scheme::Md5Crypt,
+            "CRAM-MD5" => Scheme::CramMd5,
             _ => return Err(()),
         };
         Ok(scheme)
@@ -164,7 +191,120 @@ pub fn verify(stored: &str, default: Scheme, password: &str) -> Result<bool, Sch
         Scheme::Argon2id => argon2(data, "$argon2id$", pw),
         Scheme::Crypt => crypt(data, pw),
         Scheme::ScramSha256 => scram_verify(&parse_scram(data)?, pw),
+        Scheme::Md5Crypt => md5_crypt(data, pw),
+        Scheme::PlainMd5(enc) => digest_eq::<Md5>(data, enc, pw),
+        Scheme::Sha1(enc) => digest_eq::<Sha1>(data, enc, pw),
+        Scheme::Ssha1(enc) => salted_digest_eq::<Sha1>(data, enc, pw),
+        Scheme::Smd5(enc) => salted_digest_eq::<Md5>(data, enc, pw),
+        Scheme::CramMd5 => {
+            let stored =
+                decode_hex(data)
+                    .filter(|c| c.len() == 32)
+                    .ok_or(SchemeError::Malformed(
+                        "CRAM-MD5 context is not 64 hex digits",
+                    ))?;
+            Ok(ct_eq(&stored, &cram_md5_context(pw)))
+        }
     }
+}
+
+/// The HMAC-MD5 context of `key` as Dovecot stores it for CRAM-MD5: the
+/// MD5 state after the outer padded key block, then after the inner one,
+/// each as four little-endian 32-bit words (RFC 2104 precomputation).
+pub fn cram_md5_context(key: &[u8]) -> [u8; 32] {
+    let hashed;
+    let key = if key.len() > 64 {
+        hashed = Md5::digest(key);
+        &hashed[..]
+    } else {
+        key
+    };
+    let mut out = [0u8; 32];
+    for (pad, half) in [0x5cu8, 0x36].into_iter().zip(out.chunks_exact_mut(16)) {
+        let mut block = [pad; 64];
+        block.iter_mut().zip(key).for_each(|(b, k)| *b ^= k);
+        // MD5's initial state (RFC 1321 §3.3).
+        let mut state = [0x6745_2301u32, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+        md5::block_api::compress(&mut state, &[block]);
+        for (word, bytes) in state.iter().zip(half.chunks_exact_mut(4)) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// MD5-crypt (`$1$salt$hash`, Poul-Henning Kamp's FreeBSD algorithm):
+/// the password, `$1$` and the salt, mixed with MD5(password, salt,
+/// password), then 1000 rounds.
+fn md5_crypt(data: &str, pw: &[u8]) -> Result<bool, SchemeError> {
+    const BAD: SchemeError = SchemeError::Malformed("invalid MD5-crypt hash");
+    let rest = data.strip_prefix("$1$").ok_or(BAD)?;
+    let (salt, hash) = rest.split_once('$').ok_or(BAD)?;
+    if salt.len() > 8 || hash.len() != 22 {
+        return Err(BAD);
+    }
+    let salt = salt.as_bytes();
+    let alt = Md5::new()
+        .chain_update(pw)
+        .chain_update(salt)
+        .chain_update(pw)
+        .finalize();
+    let mut ctx = Md5::new()
+        .chain_update(pw)
+        .chain_update(b"$1$")
+        .chain_update(salt);
+    let mut left = pw.len();
+    while left > 0 {
+        ctx.update(&alt[..left.min(16)]);
+        left = left.saturating_sub(16);
+    }
+    let mut i = pw.len();
+    while i > 0 {
+        if i & 1 == 1 {
+            ctx.update([0u8]);
+        } else {
+            ctx.update(&pw[..1]);
+        }
+        i >>= 1;
+    }
+    let mut sum = ctx.finalize();
+    for round in 0..1000 {
+        let mut c = Md5::new();
+        if round & 1 == 1 {
+            c.update(pw);
+        } else {
+            c.update(sum);
+        }
+        if round % 3 != 0 {
+            c.update(salt);
+        }
+        if round % 7 != 0 {
+            c.update(pw);
+        }
+        if round & 1 == 1 {
+            c.update(sum);
+        } else {
+            c.update(pw);
+        }
+        sum = c.finalize();
+    }
+    const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::with_capacity(22);
+    let mut to64 = |v: u32, n: usize| {
+        let mut v = v;
+        for _ in 0..n {
+            out.push(ITOA64[(v & 0x3f) as usize]);
+            v >>= 6;
+        }
+    };
+    for [a, b, c] in [[0, 6, 12], [1, 7, 13], [2, 8, 14], [3, 9, 15], [4, 10, 5]] {
+        to64(
+            (u32::from(sum[a]) << 16) | (u32::from(sum[b]) << 8) | u32::from(sum[c]),
+            4,
+        );
+    }
+    to64(u32::from(sum[11]), 2);
+    Ok(ct_eq(&out, hash.as_bytes()))
 }
 
 /// The plaintext of a `PLAIN`-family password; `None` for other schemes.
@@ -307,7 +447,7 @@ fn crypt(data: &str, pw: &[u8]) -> Result<bool, SchemeError> {
         d if d.starts_with("$2") => blf_crypt(d, pw),
         d if d.starts_with("$argon2id$") => argon2(d, "$argon2id$", pw),
         d if d.starts_with("$argon2i$") => argon2(d, "$argon2i$", pw),
-        d if d.starts_with("$1$") => Err(SchemeError::Unsupported("MD5 crypt")),
+        d if d.starts_with("$1$") => md5_crypt(d, pw),
         d if d.len() == 13 && !d.starts_with('$') => Err(SchemeError::Unsupported("DES crypt")),
         _ => Err(SchemeError::Unsupported("unrecognised crypt format")),
     }
@@ -374,7 +514,10 @@ mod tests {
         assert_eq!("SHA512-CRYPT".parse(), Ok(Scheme::Sha512Crypt));
         assert_eq!("scram-sha-256".parse(), Ok(Scheme::ScramSha256));
         assert_eq!("SHA512-CRYPT.HEX".parse::<Scheme>(), Err(()));
-        assert_eq!("MD5".parse::<Scheme>(), Err(()));
+        assert_eq!("MD5".parse(), Ok(Scheme::Md5Crypt));
+        assert_eq!("ldap-md5.hex".parse(), Ok(Scheme::PlainMd5(Encoding::Hex)));
+        assert_eq!("MD4".parse::<Scheme>(), Err(()));
+        assert_eq!("MD5-CRYPT.HEX".parse::<Scheme>(), Err(()));
         assert_eq!("SHA256.XYZ".parse::<Scheme>(), Err(()));
     }
 
@@ -605,7 +748,7 @@ mod tests {
         );
         assert_eq!(
             verify("{CRYPT}$1$salt$hash", Scheme::Crypt, PW),
-            Err(SchemeError::Unsupported("MD5 crypt"))
+            Err(SchemeError::Malformed("invalid MD5-crypt hash"))
         );
         assert!(matches!(
             verify("plain-looking", Scheme::Crypt, PW),
@@ -662,6 +805,55 @@ mod tests {
         let before = DUMMY_RUNS.with(|n| n.get());
         dummy_verify(PW);
         assert_eq!(DUMMY_RUNS.with(|n| n.get()), before + 1);
+    }
+
+    /// Hashes of "correct horse" made by `doveadm pw -s SCHEME` (Dovecot
+    /// 2.3) and `openssl passwd -1`, independently of this code.
+    #[test]
+    fn migration_schemes_from_dovecot_and_openssl() {
+        for stored in [
+            "{MD5}$1$toaeAs6m$ov2D4Cl/PCGEx02kWEXru/",
+            "{MD5-CRYPT}$1$8wp22umx$cNeINo87rbhEO8qaGgCGT0",
+            "{CRYPT}$1$saltsalt$NuzA7WTAelpl95xgBGWN60",
+            "$1$saltsalt$NuzA7WTAelpl95xgBGWN60",
+            "{PLAIN-MD5}3cb4e732631f47e6eb961f34554b7cde",
+            "{LDAP-MD5}PLTnMmMfR+brlh80VUt83g==",
+            "{PLAIN-MD5.B64}PLTnMmMfR+brlh80VUt83g==",
+            "{LDAP-MD5.HEX}3cb4e732631f47e6eb961f34554b7cde",
+            "{SHA}L55TUjtiq8FBorTWAZ0jy6g129A=",
+            "{SHA.HEX}2f9e53523b62abc141a2b4d6019d23cba835dbd0",
+            "{SSHA}kb/Qfn3vrwcxeV3hyYB46DX027FYOnyO",
+            "{SSHA.HEX}003bc2822e2248116437814635c222c183bd3e0a9e434ce0",
+            "{SMD5}FfZPNtVNoRv83GTs0LBgmW+rl8w=",
+            "{SMD5.HEX}b83fa6ceea92d2b4ff5cfc933287423cb02a841c",
+            "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29",
+        ] {
+            check(stored);
+        }
+        assert_eq!(
+            verify("{CRAM-MD5}38b57f", Scheme::Crypt, PW),
+            Err(SchemeError::Malformed(
+                "CRAM-MD5 context is not 64 hex digits"
+            ))
+        );
+        assert_eq!(
+            verify("{SMD5}AAAA", Scheme::Crypt, PW),
+            Err(SchemeError::Malformed("salted digest too short"))
+        );
+    }
+
+    #[test]
+    fn md5_crypt_edge_cases() {
+        // `openssl passwd -1 -salt '' x`, and a 70-character password
+        // (more than four MD5 blocks of mixing) with `-salt abcdefgh`.
+        assert_eq!(md5_crypt("$1$$LP5.V3ajGqHDdXW6XwZQy.", b"x"), Ok(true));
+        assert_eq!(md5_crypt("$1$$LP5.V3ajGqHDdXW6XwZQy.", b"y"), Ok(false));
+        let long = "p".repeat(70);
+        assert_eq!(
+            md5_crypt("$1$abcdefgh$i5J2lKqn4np24r6bYyYQB0", long.as_bytes()),
+            Ok(true)
+        );
+        assert!(md5_crypt("$1$toolongsalt$ov2D4Cl/PCGEx02kWEXru/", PW.as_bytes()).is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Parsing one POP3 command line (RFC 1939, 2449, 2595, 5034) into a
+//! Parsing one POP3 command line (RFC 1939, 2449, 2595, 5034, 6856) into a
 //! [`Command`]. Pure code: no I/O, no session state.
 //!
 //! The parser is strict: a missing or extra argument, a message number that
 //! is zero, not a plain decimal number or too large, a NUL or other control
-//! byte, or non-ASCII text is a [`ParseError`], which the session answers
-//! with `-ERR`. Error texts never contain the client's bytes.
+//! character, or bytes that are not UTF-8 is a [`ParseError`], which the
+//! session answers with `-ERR`. Arguments may be UTF-8 (RFC 6856 `UTF8
+//! USER`: user names and passwords); keywords are ASCII. Error texts never
+//! contain the client's bytes.
 
 use std::fmt;
 
@@ -37,6 +39,11 @@ pub enum Command {
     Noop,
     Rset,
     Quit,
+    /// RFC 6856 §2: switch the session to UTF-8 mode.
+    Utf8,
+    /// RFC 6856 §3: `LANG` alone lists the languages; `LANG range` picks
+    /// one for the text of later replies.
+    Lang(Option<String>),
 }
 
 impl Command {
@@ -58,6 +65,8 @@ impl Command {
             Command::Noop => "NOOP",
             Command::Rset => "RSET",
             Command::Quit => "QUIT",
+            Command::Utf8 => "UTF8",
+            Command::Lang(_) => "LANG",
         }
     }
 }
@@ -75,7 +84,7 @@ pub enum ParseError {
     Zero,
     /// A number too large to be a message number or line count.
     Overflow,
-    /// NUL, another control byte, or a byte outside ASCII.
+    /// NUL, another control character, or bytes that are not UTF-8.
     BadByte,
     ArgumentTooLong,
 }
@@ -103,12 +112,13 @@ const MAX_NAME_ARG: usize = 255;
 
 /// Parses one command line, without its line ending.
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
-    // RFC 1939 commands are printable ASCII; PASS may carry spaces.
-    if line.iter().any(|b| !(0x20..=0x7e).contains(b)) {
+    // RFC 1939 commands are printable ASCII (PASS may carry spaces); RFC
+    // 6856 lets arguments be UTF-8. No control character anywhere: a NUL,
+    // CR or ESC in a name is never a real user and could forge log lines.
+    let line = std::str::from_utf8(line).map_err(|_| ParseError::BadByte)?;
+    if line.chars().any(char::is_control) {
         return Err(ParseError::BadByte);
     }
-    // Checked above: every byte is printable ASCII.
-    let line = std::str::from_utf8(line).map_err(|_| ParseError::BadByte)?;
     if line.trim().is_empty() {
         return Err(ParseError::Empty);
     }
@@ -173,6 +183,8 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         "NOOP" => no_args(args(0, 0)?, Command::Noop),
         "RSET" => no_args(args(0, 0)?, Command::Rset),
         "QUIT" => no_args(args(0, 0)?, Command::Quit),
+        "UTF8" => no_args(args(0, 0)?, Command::Utf8),
+        "LANG" => Command::Lang(args(0, 1)?.first().map(|r| name(r)).transpose()?),
         "LIST" => Command::List(args(0, 1)?.first().map(|s| msg_number(s)).transpose()?),
         "UIDL" => Command::Uidl(args(0, 1)?.first().map(|s| msg_number(s)).transpose()?),
         "RETR" => Command::Retr(msg_number(args(1, 1)?[0])?),
@@ -266,7 +278,7 @@ mod tests {
 
     #[test]
     fn no_argument_commands_refuse_arguments() {
-        for c in ["STAT", "NOOP", "RSET", "QUIT", "CAPA", "STLS"] {
+        for c in ["STAT", "NOOP", "RSET", "QUIT", "CAPA", "STLS", "UTF8"] {
             assert_eq!(p(&format!("{c} x")), Err(ParseError::ExtraArgument), "{c}");
         }
     }
@@ -312,10 +324,42 @@ mod tests {
     }
 
     #[test]
+    fn rfc6856_commands_and_utf8_arguments() {
+        assert_eq!(p("UTF8"), Ok(Command::Utf8));
+        assert_eq!(p("utf8"), Ok(Command::Utf8));
+        assert_eq!(p("LANG"), Ok(Command::Lang(None)));
+        assert_eq!(p("lang de-CH"), Ok(Command::Lang(Some("de-CH".into()))));
+        assert_eq!(p("LANG *"), Ok(Command::Lang(Some("*".into()))));
+        assert_eq!(p("LANG de en"), Err(ParseError::ExtraArgument));
+        assert_eq!(p("USER j\u{f6}rg"), Ok(Command::User("j\u{f6}rg".into())));
+        assert_eq!(
+            p("PASS gr\u{fc}n \u{e9}t\u{e9} \u{2603}"),
+            Ok(Command::Pass("gr\u{fc}n \u{e9}t\u{e9} \u{2603}".into()))
+        );
+        assert_eq!(
+            p("APOP \u{7530}\u{4e2d} c4c9334bac560ecc979e58001b3e22fb"),
+            Ok(Command::Apop {
+                user: "\u{7530}\u{4e2d}".into(),
+                digest: "c4c9334bac560ecc979e58001b3e22fb".into()
+            })
+        );
+        // Keywords stay ASCII; numbers stay digits.
+        assert_eq!(p("ST\u{c4}T"), Err(ParseError::Unknown));
+        assert_eq!(p("RETR \u{661}"), Err(ParseError::NotANumber));
+    }
+
+    #[test]
     fn bad_bytes_and_unknown() {
         assert_eq!(parse(b"STAT\0"), Err(ParseError::BadByte));
         assert_eq!(parse(b"USER a\x01"), Err(ParseError::BadByte));
-        assert_eq!(parse(b"USER \xc3\xa9"), Err(ParseError::BadByte));
+        assert_eq!(parse(b"USER \xc3"), Err(ParseError::BadByte), "cut UTF-8");
+        assert_eq!(parse(b"USER \xe9"), Err(ParseError::BadByte), "Latin-1");
+        assert_eq!(
+            parse(b"USER a\xc2\x85b"),
+            Err(ParseError::BadByte),
+            "C1 NEL"
+        );
+        assert_eq!(parse(b"USER a\x7fb"), Err(ParseError::BadByte), "DEL");
         assert_eq!(parse(b"PASS a\tb"), Err(ParseError::BadByte));
         assert_eq!(p(""), Err(ParseError::Empty));
         assert_eq!(p("   "), Err(ParseError::Empty));

@@ -4,7 +4,11 @@
 //! [`MessageEncoder`] converts every line ending to CRLF, dot-stuffs lines
 //! that begin with `.` (RFC 1939 §3), and for `TOP n k` stops after the
 //! header block, the blank line and `k` body lines. It works chunk by chunk,
-//! so a 50 MB message is never held whole.
+//! so a 50 MB message is never held whole. For a client that has not
+//! switched to UTF-8 mode it holds the header block back until it is whole
+//! and downgrades it first ([`downgrade`](super::downgrade), RFC 6857).
+
+use super::downgrade::{self, MAX_HEADER, wire_len};
 
 /// The terminator of a multi-line response.
 pub const TERMINATOR: &[u8] = b".\r\n";
@@ -32,6 +36,21 @@ pub struct MessageEncoder {
     line_empty: bool,
     /// For TOP: how many body lines to send; `None` for all.
     body_limit: Option<u32>,
+    /// Set when the header is to be downgraded.
+    downgrade: Option<Box<Downgrading>>,
+}
+
+/// The header block held back to be downgraded.
+#[derive(Debug, Default)]
+struct Downgrading {
+    /// The header block so far.
+    held: Vec<u8>,
+    /// Where the first line of `held` not yet known to be whole starts.
+    scanned: usize,
+    /// The header went out (downgraded or as it was).
+    settled: bool,
+    /// Octets downgrading added to the message on the wire (or removed).
+    change: i64,
 }
 
 impl MessageEncoder {
@@ -52,7 +71,28 @@ impl MessageEncoder {
             at_line_start: true,
             line_empty: true,
             body_limit: lines,
+            downgrade: None,
         }
+    }
+
+    /// Downgrades an internationalized header (RFC 6857) on the way: for
+    /// a client that has not issued `UTF8` (RFC 6856).
+    pub fn downgrading(mut self) -> Self {
+        self.downgrade = Some(Box::default());
+        self
+    }
+
+    /// Whether the size of what goes out is known: the header block has
+    /// gone out (always true without downgrading). Until then the
+    /// encoder writes nothing.
+    pub fn size_settled(&self) -> bool {
+        self.downgrade.as_ref().is_none_or(|d| d.settled)
+    }
+
+    /// Octets downgrading added to the message on the wire (negative if it
+    /// removed some), once [`size_settled`](Self::size_settled).
+    pub fn size_change(&self) -> i64 {
+        self.downgrade.as_ref().map_or(0, |d| d.change)
     }
 
     /// True once TOP has sent all it should: the caller can stop reading.
@@ -60,9 +100,59 @@ impl MessageEncoder {
         self.part == Part::Done
     }
 
-    /// Encodes `chunk` onto `out`. Runs of ordinary bytes are found with
-    /// `memchr` and copied whole; only line ends are handled one by one.
+    /// Encodes `chunk` onto `out`.
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(d) = self.downgrade.as_mut().filter(|d| !d.settled) else {
+            return self.encode_stored(chunk, out);
+        };
+        d.held.extend_from_slice(chunk);
+        // Look for the empty line that ends the header, a line at a time.
+        while let Some(n) = memchr::memchr(b'\n', &d.held[d.scanned..]) {
+            let line = &d.held[d.scanned..=d.scanned + n];
+            let end = d.scanned + n + 1;
+            if line == b"\n" || line == b"\r\n" {
+                let held = std::mem::take(&mut d.held);
+                self.settle(&held[..end], out);
+                return self.encode_stored(&held[end..], out);
+            }
+            d.scanned = end;
+        }
+        if d.held.len() > MAX_HEADER {
+            // No real header is this long: send it as it is.
+            d.settled = true;
+            let held = std::mem::take(&mut d.held);
+            self.encode_stored(&held, out);
+        }
+    }
+
+    /// The message ended inside its header (no empty line, no body): the
+    /// held header goes out now. [`finish`](Self::finish) does this too;
+    /// call it first to learn the size before sending anything.
+    pub fn settle_at_end(&mut self, out: &mut Vec<u8>) {
+        if let Some(d) = self.downgrade.as_mut().filter(|d| !d.settled) {
+            let held = std::mem::take(&mut d.held);
+            self.settle(&held, out);
+        }
+    }
+
+    /// Sends the whole header block, downgraded if it is internationalized.
+    fn settle(&mut self, header: &[u8], out: &mut Vec<u8>) {
+        let new = downgrade::downgrade(header);
+        let d = self.downgrade.as_mut().expect("settling a downgrade");
+        d.settled = true;
+        match new {
+            Some(new) => {
+                d.change = wire_len(&new) as i64 - wire_len(header) as i64;
+                self.encode_stored(&new, out);
+            }
+            None => self.encode_stored(header, out),
+        }
+    }
+
+    /// Encodes stored bytes onto `out`. Runs of ordinary bytes are found
+    /// with `memchr` and copied whole; only line ends are handled one by
+    /// one.
+    fn encode_stored(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 32 + 4);
         let mut rest = chunk;
         while let Some(&first) = rest.first() {
@@ -103,6 +193,7 @@ impl MessageEncoder {
     /// Ends the response: terminates an unfinished last line with CRLF and
     /// appends the `.` line.
     pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.settle_at_end(out);
         if self.part != Part::Done {
             if self.pending_cr {
                 self.pending_cr = false;
@@ -242,6 +333,64 @@ mod tests {
             b"A: 1\r\n\r\n\r\nsecond\r\n",
             b"A: 1\r\n\r\n\r\n.\r\n",
         );
+    }
+
+    #[test]
+    fn downgrading_rewrites_only_an_internationalized_header() {
+        let msg = "Subject: café\nX: 1\n\n.body é\n".as_bytes();
+        all_chunkings(
+            || MessageEncoder::whole().downgrading(),
+            msg,
+            "Subject: =?UTF-8?Q?caf=C3=A9?=\r\nX: 1\r\n\r\n..body é\r\n.\r\n".as_bytes(),
+        );
+        all_chunkings(
+            || MessageEncoder::top(0).downgrading(),
+            msg,
+            b"Subject: =?UTF-8?Q?caf=C3=A9?=\r\nX: 1\r\n\r\n.\r\n",
+        );
+        // ASCII, or a header that is not UTF-8: as stored.
+        all_chunkings(
+            || MessageEncoder::whole().downgrading(),
+            b"A: 1\r\n\r\nb\n",
+            b"A: 1\r\n\r\nb\r\n.\r\n",
+        );
+        all_chunkings(
+            || MessageEncoder::whole().downgrading(),
+            b"A: \xe9\n\nb\n",
+            b"A: \xe9\r\n\r\nb\r\n.\r\n",
+        );
+        // A header with no end: settled at the end of the message.
+        all_chunkings(
+            || MessageEncoder::whole().downgrading(),
+            "S: é".as_bytes(),
+            b"S: =?UTF-8?Q?=C3=A9?=\r\n.\r\n",
+        );
+    }
+
+    #[test]
+    fn downgrading_reports_the_size_change_before_writing() {
+        let msg = "Subject: café\n\nbody\n".as_bytes();
+        let mut enc = MessageEncoder::whole().downgrading();
+        let mut out = Vec::new();
+        enc.encode(&msg[..10], &mut out);
+        assert!(!enc.size_settled() && out.is_empty(), "held back");
+        enc.encode(&msg[10..], &mut out);
+        assert!(enc.size_settled());
+        // "café" (5 octets) became "=?UTF-8?Q?caf=C3=A9?=" (21).
+        assert_eq!(enc.size_change(), 16);
+        enc.finish(&mut out);
+        let stored_wire = wire_len(msg) as i64;
+        assert_eq!(
+            out.len() as i64 - 3,
+            stored_wire + 16,
+            "minus the terminator"
+        );
+        let mut enc = MessageEncoder::whole().downgrading();
+        enc.encode("S: é".as_bytes(), &mut Vec::new());
+        assert!(!enc.size_settled());
+        enc.settle_at_end(&mut out);
+        assert!(enc.size_settled());
+        assert!(MessageEncoder::whole().size_settled());
     }
 
     #[test]

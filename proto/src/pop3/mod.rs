@@ -3,7 +3,9 @@
 //! ([`encode`]) and the session state machine ([`session`]).
 
 pub mod command;
+pub mod downgrade;
 pub mod encode;
+pub mod lang;
 pub mod line;
 pub mod reply;
 pub mod scram;
